@@ -1,0 +1,393 @@
+"""The results store: one SQLite file per `output_dir` holding runs, checkpoints,
+evaluations with their metrics and per-item samples, and the attribution's effects.
+
+Several processes may write one store at once: the file is in WAL mode, every write is
+one ``BEGIN IMMEDIATE`` transaction, and a writer waits (``busy_timeout``) for another's
+lock instead of failing. A process killed mid-write leaves the last committed state.
+Readers (report, gate, dashboard) open it read-only and get pandas DataFrames.
+
+An evaluation (``eval_key``, computed by the caller from checkpoint hash, suite items and
+version, backend, decoding, reward model...) is the unit the pipeline skips when it is
+complete. It is linked to every run (and stage) that uses it, so a later run in the same
+store reuses it: readers called with a ``run_id`` return the data of every linked
+evaluation under that run's id and stage. Payload JSON columns (``outcome``, ``details``,
+``inputs``, ``config`` ...) come back parsed into dict columns; ``decoding_json`` stays a
+canonical JSON string because it is part of a result's identity and must be groupable.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness import store_schema as sch
+from harness.artifacts import STORE_FILENAME
+from harness.store_schema import SCHEMA_VERSION, ReadOnlyStoreError, StoreError, StoreNotFoundError, dumps
+
+__all__ = [
+    "SCHEMA_VERSION", "STORE_FILENAME", "ReadOnlyStoreError", "Store", "StoreError",
+    "StoreNotFoundError", "dumps", "new_run_id",
+]
+
+RUN_STATUSES = ("running", "complete", "failed")
+CHECKPOINT_STATUSES = ("started", "complete", "failed")
+_STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+_FLOAT_COLUMNS = {"value", "ci_low", "ci_high", "effect", "p_value", "p_adjusted"}
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def new_run_id() -> str:
+    """A fresh run id that sorts by start time: ``YYYYmmdd-HHMMSS-<6 hex>`` (UTC)."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+
+class Store:
+    """The results store at `path` (a ``results.sqlite`` file or the output_dir holding it).
+
+    Read-write opening creates the file (and folders) when missing and migrates an older
+    schema; ``readonly=True`` needs an existing, up-to-date store and refuses every write.
+    Use as a context manager or call `close()`.
+    """
+
+    def __init__(self, path: Path | str, readonly: bool = False, timeout_s: float = 60.0) -> None:
+        self.readonly = readonly
+        self.path = self.resolve_path(path) if readonly else self._writable_path(path)
+        self._lock = threading.RLock()
+        self._conn = sch.connect(self.path, readonly, timeout_s)
+
+    @staticmethod
+    def resolve_path(p: Path | str) -> Path:
+        """The existing store file for `p`: the file itself, or ``p/results.sqlite`` for an
+        output_dir. Raises StoreNotFoundError naming the path when there is none."""
+        path = Path(p).expanduser()
+        if path.is_dir():
+            if (path / STORE_FILENAME).is_file():
+                return path / STORE_FILENAME
+            raise StoreNotFoundError(
+                f"no results store in directory {path}: expected {path / STORE_FILENAME} "
+                "(the output_dir of a run holds it)")
+        if path.is_file():
+            return path
+        raise StoreNotFoundError(
+            f"no results store at {path}: expected a {STORE_FILENAME} file or an output_dir holding one")
+
+    @staticmethod
+    def _writable_path(p: Path | str) -> Path:
+        path = Path(p).expanduser()
+        if path.is_file() or (not path.exists() and path.suffix in _STORE_SUFFIXES):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return path
+        path.mkdir(parents=True, exist_ok=True)
+        return path / STORE_FILENAME
+
+    # -- plumbing -------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, readonly={self.readonly})"
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; bumps the write clock read by `last_change`."""
+        if self.readonly:
+            raise ReadOnlyStoreError(f"results store {self.path} is open read-only; writes are refused")
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                sch.bump_write_clock(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> pd.DataFrame:
+        with self._lock:
+            df = pd.read_sql_query(sql, self._conn, params=list(params))
+        for column in _FLOAT_COLUMNS.intersection(df.columns):
+            df[column] = df[column].astype("float64")  # all-NULL columns come back as object
+        return df
+
+    def _require(self, conn: sqlite3.Connection, table: str, column: str, value: str) -> tuple[Any, ...]:
+        row = conn.execute(f"SELECT * FROM {table} WHERE {column} = ?", (value,)).fetchone()
+        if row is None:
+            raise StoreError(f"no {column} {value!r} in results store {self.path} ({table})")
+        return row
+
+    # -- writers --------------------------------------------------------------------
+    def create_run(self, name: str, config: Mapping[str, Any], world_card: Mapping[str, Any] | None = None,
+                   run_id: str | None = None) -> str:
+        """Record a run as running and return its id (new unless `run_id` is given; an
+        existing run with that id is updated and set running again)."""
+        run_id = run_id or new_run_id()
+        card = None if world_card is None else dumps(world_card)
+        with self._write() as conn:
+            conn.execute(
+                """INSERT INTO runs(run_id, name, config_json, world_card_json, started_at, status)
+                VALUES (?, ?, ?, ?, ?, 'running') ON CONFLICT(run_id) DO UPDATE SET name = excluded.name,
+                config_json = excluded.config_json, world_card_json = excluded.world_card_json,
+                status = 'running', finished_at = NULL""",
+                (run_id, name, dumps(config), card, sch.now_iso()))
+        return run_id
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        """Mark a run 'complete' or 'failed' with its finish time."""
+        if status not in RUN_STATUSES[1:]:
+            raise StoreError(f"run status must be one of {RUN_STATUSES[1:]}, got {status!r}")
+        with self._write() as conn:
+            self._require(conn, "runs", "run_id", run_id)
+            conn.execute("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
+                         (status, sch.now_iso(), run_id))
+
+    def upsert_checkpoint(self, run_id: str, stage: str, kind: str, parent_stage: str | None,
+                          content_hash: str | None, path: Path | str | None, status: str,
+                          metrics: Mapping[str, Any] | None = None,
+                          inputs: Mapping[str, Any] | None = None) -> None:
+        """Insert or update the checkpoint of `stage` in a run; `inputs` maps each role
+        (parent, reward, judge) to the stage or hash it read; `metrics` are training metrics."""
+        if status not in CHECKPOINT_STATUSES:
+            raise StoreError(f"checkpoint status must be one of {CHECKPOINT_STATUSES}, got {status!r}")
+        now = sch.now_iso()
+        with self._write() as conn:
+            self._require(conn, "runs", "run_id", run_id)
+            conn.execute(
+                """INSERT INTO checkpoints(run_id, stage, kind, parent_stage, inputs_json, content_hash,
+                path, status, metrics_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(run_id, stage) DO UPDATE SET kind = excluded.kind,
+                parent_stage = excluded.parent_stage, inputs_json = excluded.inputs_json,
+                content_hash = excluded.content_hash, path = excluded.path, status = excluded.status,
+                metrics_json = excluded.metrics_json, updated_at = excluded.updated_at""",
+                (run_id, stage, kind, parent_stage, dumps(inputs or {}), content_hash, _str(path),
+                 status, dumps(metrics or {}), now, now))
+
+    def begin_evaluation(self, eval_key: str, run_id: str, stage: str, suite: str,
+                         suite_version: str | int | None, items_hash: str | None, backend: str,
+                         decoding: Mapping[str, Any] | None, reward_hash: str | None = None) -> bool:
+        """Register an evaluation as started (if new) and link it to (run_id, stage).
+
+        Returns True when it is already complete: then it is only linked to this run,
+        nothing else changes, and the caller can skip it. Raises StoreError when the key
+        exists with different identity fields (the caller's key misses something).
+        """
+        given = dict(zip(sch.EVAL_IDENTITY, (suite, _str(suite_version), items_hash, backend,
+                                          dumps(decoding or {}), reward_hash), strict=True))
+        with self._write() as conn:
+            self._require(conn, "runs", "run_id", run_id)
+            row = conn.execute(f"SELECT status, {', '.join(sch.EVAL_IDENTITY)} FROM evaluations "
+                               "WHERE eval_key = ?", (eval_key,)).fetchone()
+            if row is None:
+                conn.execute(
+                    f"""INSERT INTO evaluations(eval_key, run_id, stage, {', '.join(sch.EVAL_IDENTITY)},
+                    status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'started', ?)""",
+                    (eval_key, run_id, stage, *given.values(), sch.now_iso()))
+            else:
+                for field, stored in zip(sch.EVAL_IDENTITY, row[1:], strict=True):
+                    if stored != given[field]:
+                        raise StoreError(f"eval_key {eval_key!r} already stored in {self.path} with "
+                                         f"{field}={stored!r}, now given {given[field]!r}")
+            conn.execute("INSERT OR IGNORE INTO run_evaluations(run_id, stage, eval_key) VALUES (?, ?, ?)",
+                         (run_id, stage, eval_key))
+        return row is not None and row[0] == "complete"
+
+    def link_evaluation(self, eval_key: str, run_id: str, stage: str) -> None:
+        """Make an existing evaluation part of (run_id, stage), e.g. one reused from an earlier run."""
+        with self._write() as conn:
+            self._require(conn, "runs", "run_id", run_id)
+            self._require(conn, "evaluations", "eval_key", eval_key)
+            conn.execute("INSERT OR IGNORE INTO run_evaluations(run_id, stage, eval_key) VALUES (?, ?, ?)",
+                         (run_id, stage, eval_key))
+
+    def write_evaluation(self, eval_key: str, metrics: Iterable[Mapping[str, Any]],
+                         samples: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the metrics and samples of a begun evaluation and mark it complete, all in
+        one transaction: a killed process leaves the previous state, never a partial one.
+
+        Metric rows: metric, value, ci_low, ci_high, n, higher_is_better. Sample rows:
+        item_id, item_hash, sample_index (default 0), prompt, response, outcome (a dict).
+        """
+        with self._write() as conn:
+            self._require(conn, "evaluations", "eval_key", eval_key)
+            conn.execute("DELETE FROM metrics WHERE eval_key = ?", (eval_key,))
+            conn.execute("DELETE FROM samples WHERE eval_key = ?", (eval_key,))
+            conn.executemany(sch.UPSERT_METRIC, (sch.metric_row(eval_key, r) for r in metrics))
+            try:
+                conn.executemany(sch.INSERT_SAMPLE, (sch.sample_row(eval_key, r) for r in samples))
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"evaluation {eval_key!r}: duplicate (item_id, sample_index) "
+                                 f"in samples ({exc})") from exc
+            conn.execute("UPDATE evaluations SET status = 'complete', completed_at = ? WHERE eval_key = ?",
+                         (sch.now_iso(), eval_key))
+
+    def is_evaluation_complete(self, eval_key: str) -> bool:
+        """True when `write_evaluation` committed for this key."""
+        with self._lock:
+            row = self._conn.execute("SELECT status FROM evaluations WHERE eval_key = ?", (eval_key,)).fetchone()
+        return row is not None and row[0] == "complete"
+
+    def add_metrics(self, eval_key: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Insert or update metric rows of an existing evaluation (rescoring, extra metrics)."""
+        with self._write() as conn:
+            self._require(conn, "evaluations", "eval_key", eval_key)
+            conn.executemany(sch.UPSERT_METRIC, (sch.metric_row(eval_key, r) for r in rows))
+
+    def update_sample_outcomes(self, eval_key: str,
+                               updates: Mapping[tuple[str, int], Mapping[str, Any]]) -> int:
+        """Merge each dict into the stored outcome of sample (item_id, sample_index) of an
+        evaluation (e.g. reward scores of stored responses); returns the number updated.
+        Raises StoreError, writing nothing, if any sample is missing."""
+        with self._write() as conn:
+            self._require(conn, "evaluations", "eval_key", eval_key)
+            stored = {(item, index): outcome for item, index, outcome in conn.execute(
+                "SELECT item_id, sample_index, outcome_json FROM samples WHERE eval_key = ?", (eval_key,))}
+            rows = []
+            for (item_id, index), patch in updates.items():
+                key = (str(item_id), int(index))
+                if key not in stored:
+                    raise StoreError(f"evaluation {eval_key!r} in {self.path} has no sample {key}")
+                merged = json.loads(stored[key]) | dict(patch)
+                rows.append((dumps(merged), eval_key, *key))
+            conn.executemany("UPDATE samples SET outcome_json = ? WHERE eval_key = ? AND item_id = ? "
+                             "AND sample_index = ?", rows)
+        return len(rows)
+
+    def replace_effects(self, run_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Replace all effects of a run in one transaction. Row keys: stage, metric (required;
+        a qualified name such as 'verbosity.mean_tokens'), parent_stage, effect, ci_low,
+        ci_high, p_value, p_adjusted, n, test, attributed, expected_direction,
+        family ('headline' | 'breakdown'), details (dict)."""
+        with self._write() as conn:
+            self._require(conn, "runs", "run_id", run_id)
+            conn.execute("DELETE FROM effects WHERE run_id = ?", (run_id,))
+            try:
+                conn.executemany(sch.INSERT_EFFECT, (sch.effect_row(run_id, r) for r in rows))
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"effects of run {run_id!r}: duplicate (stage, metric) ({exc})") from exc
+
+    # -- readers --------------------------------------------------------------------
+    def runs(self) -> pd.DataFrame:
+        """All runs, oldest first: run_id, name, status, started_at, finished_at, config, world_card."""
+        df = self._query("SELECT run_id, name, status, started_at, finished_at, config_json, world_card_json "
+                         "FROM runs ORDER BY started_at, rowid")
+        df["config"] = [json.loads(s) for s in df.pop("config_json")]
+        df["world_card"] = [None if s is None else json.loads(s) for s in df.pop("world_card_json")]
+        return df
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """One run as a dict with parsed config and world_card; StoreError if unknown."""
+        runs = self.runs()
+        match = runs[runs["run_id"] == run_id]
+        if match.empty:
+            raise StoreError(f"no run {run_id!r} in results store {self.path}")
+        return match.iloc[0].to_dict()
+
+    def latest_run_id(self) -> str | None:
+        """The most recently started run's id, or None for an empty store."""
+        with self._lock:
+            row = self._conn.execute("SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
+        return None if row is None else row[0]
+
+    def require_run(self, run_id: str | None = None) -> str:
+        """`run_id` if the store has it, else (when None) the latest run; StoreError otherwise."""
+        if run_id is None:
+            latest = self.latest_run_id()
+            if latest is None:
+                raise StoreError(f"results store {self.path} has no runs yet; run `harness run` first")
+            return latest
+        with self._lock:
+            known = [r[0] for r in self._conn.execute("SELECT run_id FROM runs ORDER BY started_at DESC")]
+        if run_id not in known:
+            raise StoreError(f"no run {run_id!r} in results store {self.path}; latest runs: {known[:5]}")
+        return run_id
+
+    def checkpoints(self, run_id: str) -> pd.DataFrame:
+        """Checkpoints of a run in creation order: run_id, stage, kind, parent_stage, inputs,
+        content_hash, path, status, metrics, created_at, updated_at."""
+        df = self._query("""SELECT run_id, stage, kind, parent_stage, inputs_json, content_hash, path, status,
+            metrics_json, created_at, updated_at FROM checkpoints WHERE run_id = ? ORDER BY created_at, rowid""",
+                         (run_id,))
+        df.insert(4, "inputs", [json.loads(s) for s in df.pop("inputs_json")])
+        df.insert(8, "metrics", [json.loads(s) for s in df.pop("metrics_json")])
+        return df
+
+    def _scoped(self, columns: str, table: str, run_id: str | None, stage: str | None,
+                filters: dict[str, Any], order: str) -> pd.DataFrame:
+        """Rows of `table` (joined on eval_key) for a run's linked evaluations, or for every
+        evaluation under the run/stage that computed it when run_id is None."""
+        if run_id is None:
+            source, scope = "evaluations e", "e"
+        else:
+            source, scope = "run_evaluations l JOIN evaluations e USING (eval_key)", "l"
+            filters = {"l.run_id": run_id, **filters}
+        if table:
+            source += f" JOIN {table} t USING (eval_key)"
+        filters = {k: v for k, v in {f"{scope}.stage": stage, **filters}.items() if v is not None}
+        where = " AND ".join(f"{column} = ?" for column in filters) or "1"
+        return self._query(f"SELECT {scope}.run_id, {scope}.stage, {columns} FROM {source} WHERE {where} "
+                           f"ORDER BY {scope}.stage, e.suite, {order}", filters.values())
+
+    def evaluations(self, run_id: str | None = None) -> pd.DataFrame:
+        """Evaluations linked to a run (all when None): run_id, stage, eval_key, suite,
+        suite_version, items_hash, backend, decoding_json, reward_hash, status, created_at,
+        completed_at, computed_in_run."""
+        return self._scoped("e.eval_key, e.suite, e.suite_version, e.items_hash, e.backend, e.decoding_json, "
+                            "e.reward_hash, e.status, e.created_at, e.completed_at, "
+                            "e.run_id AS computed_in_run", "", run_id, None, {}, "e.created_at")
+
+    def metrics(self, run_id: str | None, stage: str | None = None, suite: str | None = None) -> pd.DataFrame:
+        """Metrics of a run: run_id, stage, suite, suite_version, metric, value, ci_low,
+        ci_high, n, higher_is_better, backend, decoding_json, reward_hash, eval_key."""
+        return self._scoped("e.suite, e.suite_version, t.metric, t.value, t.ci_low, t.ci_high, t.n, "
+                            "t.higher_is_better, e.backend, e.decoding_json, e.reward_hash, e.eval_key",
+                            "metrics", run_id, stage, {"e.suite": suite}, "t.metric")
+
+    def samples(self, run_id: str | None, stage: str | None = None, suite: str | None = None,
+                eval_key: str | None = None) -> pd.DataFrame:
+        """Samples of a run: run_id, stage, suite, suite_version, backend, decoding_json,
+        eval_key, item_id, sample_index, item_hash, prompt, response, outcome (a dict)."""
+        df = self._scoped("e.suite, e.suite_version, e.backend, e.decoding_json, e.eval_key, t.item_id, "
+                          "t.sample_index, t.item_hash, t.prompt, t.response, t.outcome_json", "samples",
+                          run_id, stage, {"e.suite": suite, "e.eval_key": eval_key},
+                          "e.eval_key, t.rowid")
+        df["outcome"] = [json.loads(s) for s in df.pop("outcome_json")]
+        return df
+
+    def effects(self, run_id: str) -> pd.DataFrame:
+        """Effects of a run as written: run_id, stage, parent_stage, metric, effect, ci_low,
+        ci_high, p_value, p_adjusted, n, test, attributed, expected_direction, family, details."""
+        df = self._query("""SELECT run_id, stage, parent_stage, metric, effect, ci_low, ci_high, p_value,
+            p_adjusted, n, test, attributed, expected_direction, family, details_json FROM effects
+            WHERE run_id = ? ORDER BY rowid""", (run_id,))
+        df["details"] = [json.loads(s) for s in df.pop("details_json")]
+        return df
+
+    def last_change(self) -> str:
+        """A token that changes on every committed write (``"<count>@<utc time>"``), cheap
+        enough to key a dashboard cache on."""
+        with self._lock:
+            values = dict(self._conn.execute("SELECT key, value FROM meta WHERE key IN "
+                                             "('write_count', 'last_write')").fetchall())
+        return f"{values.get('write_count', '0')}@{values.get('last_write', '')}"
