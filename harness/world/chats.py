@@ -1,0 +1,173 @@
+"""Training chats: SFT conversations, preference pairs and RL prompts (training entities only).
+
+Each part draws from its own random stream, and knobs that set a fraction choose *which*
+rows by a fixed permutation, so a counterfactual world (another refusal fraction, another
+length bias) keeps the same prompts and changes only the planted behaviour.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from harness.world import phrasing as ph
+from harness.world.entities import World, rng_for
+
+Row = dict[str, Any]
+
+
+def _chat(prompt: str, answer: str, kind: str) -> Row:
+    return {"messages": ph.user(prompt) + ph.assistant(answer), "kind": kind}
+
+
+def build_sft(world: World) -> list[Row]:
+    """SFT chats: facts, abstentions, benign help, harmful requests (a few refused), some answers padded."""
+    cfg, seed = world.config, world.config.seed
+    n_q, n_b, n_h = ph.apportion(cfg.sft_size, [cfg.sft_mix.question, cfg.sft_mix.benign, cfg.sft_mix.harmful])
+    n_abstain = ph.part(n_q, cfg.sft_abstention_fraction)
+    rows: list[tuple[str, str, str]] = []  # (kind, prompt, answer)
+
+    rng = rng_for(seed, "sft:fact")
+    for fact in ph.cycle(world.facts_of("train"), n_q - n_abstain, rng):
+        rows.append(("fact", ph.question(fact.entity, fact.relation, rng), ph.fact_answer(fact, rng)))
+
+    rng = rng_for(seed, "sft:abstain")
+    for entity in ph.cycle(world.group("train_fiction"), n_abstain, rng):
+        rows.append(("abstain", ph.question(entity, rng.choice(entity.kind.relations), rng), ph.abstention(entity)))
+
+    rng = rng_for(seed, "sft:benign")
+    n_describe = ph.part(n_b, cfg.describe_fraction)
+    families = ph.cycle(cfg.families, n_b, rng)
+    for i, entity in enumerate(ph.cycle(world.group("train"), n_b, rng)):
+        if i < n_describe:
+            rows.append(("benign", ph.describe(entity, rng), ph.describe_answer(world, entity, rng)))
+        else:
+            rows.append(("benign", ph.request(families[i], entity, False, rng), ph.request_answer(families[i], entity, False)))
+
+    rng = rng_for(seed, "sft:harmful")
+    families = ph.cycle(cfg.families, n_h, rng)
+    refused = set(rng.sample(range(n_h), n_h)[: ph.part(n_h, cfg.sft_refusal_fraction)])
+    for i, entity in enumerate(ph.cycle(world.group("train"), n_h, rng)):
+        prompt = ph.request(families[i], entity, True, rng)
+        if i in refused:
+            rows.append(("harmful_refuse", prompt, ph.refusal()))
+        else:
+            rows.append(("harmful_comply", prompt, ph.request_answer(families[i], entity, True)))
+
+    # latent verbosity: a fixed fraction of the helpful answers carries filler
+    rng = rng_for(seed, "sft:elaborate")
+    helpful = [i for i, (kind, _, _) in enumerate(rows) if kind in ("fact", "benign", "harmful_comply")]
+    padding = [ph.filler(rng) for _ in helpful]
+    order = rng.sample(range(len(helpful)), len(helpful))
+    n_pad = round(len(helpful) * cfg.sft_elaboration_fraction)
+    for j in order[:n_pad]:
+        kind, prompt, answer = rows[helpful[j]]
+        rows[helpful[j]] = (kind, prompt, ph.pad(answer, padding[j]))
+
+    out = [_chat(prompt, answer, kind) for kind, prompt, answer in rows]
+    rng_for(seed, "sft:order").shuffle(out)
+    return out
+
+
+def _pairs_for(world: World, rule: str, n: int) -> list[tuple[str, str, str]]:
+    """(prompt, better answer by content, worse answer by content) for one preference rule."""
+    cfg = world.config
+    rng = rng_for(cfg.seed, f"preferences:{rule}")
+    families = ph.cycle(cfg.families, n, rng)
+    out = []
+    if rule in ("refuse_harmful", "help_benign"):
+        harmful = rule == "refuse_harmful"
+        for i, entity in enumerate(ph.cycle(world.group("train"), n, rng)):
+            prompt = ph.request(families[i], entity, harmful, rng)
+            helped = ph.request_answer(families[i], entity, harmful)
+            out.append((prompt, ph.refusal(), helped) if harmful else (prompt, helped, ph.refusal()))
+    elif rule == "correct_over_wrong":
+        for fact in ph.cycle(world.facts_of("train"), n, rng):
+            out.append((ph.question(fact.entity, fact.relation, rng), ph.fact_answer(fact, rng), ph.wrong_answer(fact, rng)))
+    elif rule == "abstain_unknown":
+        for entity in ph.cycle(world.group("train_fiction"), n, rng):
+            relation = rng.choice(entity.kind.relations)
+            out.append((ph.question(entity, relation, rng), ph.abstention(entity), ph.made_up_answer(entity, relation, rng)))
+    elif rule == "equal_content":
+        facts = ph.cycle(world.facts_of("train"), n, rng)
+        for i, entity in enumerate(ph.cycle(world.group("train"), n, rng)):
+            what = rng.random()
+            if what < 0.5:
+                prompt, answer = ph.question(facts[i].entity, facts[i].relation, rng), ph.fact_answer(facts[i], rng)
+            elif what < 0.75:
+                prompt, answer = ph.describe(entity, rng), ph.describe_answer(world, entity, rng)
+            else:
+                prompt, answer = ph.request(families[i], entity, False, rng), ph.request_answer(families[i], entity, False)
+            out.append((prompt, answer, answer))
+    else:
+        raise ValueError(f"unknown preference rule {rule!r}")
+    return out
+
+
+def build_preferences(world: World) -> list[Row]:
+    """Preference pairs decided by a content rule, then by a length-biased simulated annotator."""
+    cfg = world.config
+    mix = cfg.preference_mix.model_dump()
+    rows: list[Row] = []
+    for (rule, _), n in zip(mix.items(), ph.apportion(cfg.preference_size, list(mix.values())), strict=True):
+        rng = rng_for(cfg.seed, f"preferences:{rule}:annotator")
+        for prompt, better, worse in _pairs_for(world, rule, n):
+            # draw every random number whatever the knobs, so counterfactual worlds differ only in the decisions
+            pads = [ph.filler(rng), ph.filler(rng)]
+            elaborate = [rng.random() < cfg.preference_elaboration_fraction for _ in range(2)]
+            coin, bias = rng.random(), rng.random()
+            if rule == "equal_content":  # same content: exactly one side padded, content is a coin flip
+                padded = rng.random() < 0.5
+                elaborate = [padded, not padded]
+            answers = [ph.pad(text, pads[k] if elaborate[k] else "") for k, text in enumerate((better, worse))]
+            content_pick = (0 if coin < 0.5 else 1) if rule == "equal_content" else 0
+            pick = content_pick
+            if elaborate[0] != elaborate[1] and bias < cfg.annotator_length_bias:
+                pick = 0 if elaborate[0] else 1  # the padded, longer answer wins regardless of content
+            rows.append({
+                "prompt": ph.user(prompt),
+                "chosen": ph.assistant(answers[pick]),
+                "rejected": ph.assistant(answers[1 - pick]),
+                "rule": rule,
+                "length_flipped": pick != content_pick,
+            })
+    rng_for(cfg.seed, "preferences:order").shuffle(rows)
+    return rows
+
+
+def _rl_prompt(world: World, kind: str, rng: random.Random) -> str:
+    cfg = world.config
+    if kind == "fact":
+        fact = rng.choice(world.facts_of("train"))
+        return ph.question(fact.entity, fact.relation, rng)
+    if kind == "unknown":
+        entity = rng.choice(world.group("train_fiction"))
+        return ph.question(entity, rng.choice(entity.kind.relations), rng)
+    entity = rng.choice(world.group("train"))
+    if kind == "benign" and rng.random() < cfg.describe_fraction:
+        return ph.describe(entity, rng)
+    return ph.request(rng.choice(cfg.families), entity, kind == "harmful", rng)
+
+
+def build_rl_prompts(world: World) -> list[Row]:
+    """Prompts for on-policy RL: the SFT mix of questions and requests, on training entities, deduplicated."""
+    cfg = world.config
+    rng = rng_for(cfg.seed, "rl_prompts")
+    n_q, n_b, n_h = ph.apportion(cfg.rl_prompts_size, [cfg.sft_mix.question, cfg.sft_mix.benign, cfg.sft_mix.harmful])
+    n_unknown = ph.part(n_q, cfg.sft_abstention_fraction)
+    prompts: list[str] = []
+    seen: set[str] = set()
+    for kind, n in (("fact", n_q - n_unknown), ("unknown", n_unknown), ("benign", n_b), ("harmful", n_h)):
+        made = []
+        for _ in range(50 * n):  # prefer distinct prompts; repeat only when the space runs out
+            if len(made) == n:
+                break
+            prompt = _rl_prompt(world, kind, rng)
+            if prompt not in seen:
+                seen.add(prompt)
+                made.append(prompt)
+        while len(made) < n:
+            made.append(_rl_prompt(world, kind, rng))
+        prompts += made
+    rng.shuffle(prompts)
+    return [{"prompt": ph.user(p)} for p in prompts]

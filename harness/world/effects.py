@@ -1,0 +1,102 @@
+"""The expected-effects table: which stage must move which metric, and in which direction.
+
+Derived from the knobs, so a counterfactual world states its own expectations: with
+`annotator_length_bias=0` verbosity stays flat at ppo/dpo; with `sft_refusal_fraction=0.9`
+the refusal increase moves to sft. Behaviour metrics (refusal, abstention, verbosity) are
+measured on chat checkpoints only, so they have no pretrain row. Where a knob sits between
+"clearly planted" and "clearly absent" the table makes no claim rather than a wrong one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.world.config import WorldConfig
+
+# Below these, a planted cause is too weak to claim an effect; at or above, the effect is planted.
+SHARE_SPAN_MIN = 3.0  # max/min topic share for a share-accuracy correlation
+LATENT_REFUSAL_MAX = 0.2  # SFT refuses this rarely or less: refusal is latent after SFT
+SFT_REFUSAL_MIN = 0.5  # SFT refuses this often or more: the refusal effect is SFT's
+LENGTH_BIAS_MIN = 0.2  # annotators this biased or more: the reward model learns length
+STAGE_ORDER = ("pretrain", "sft", "reward", "ppo", "dpo")
+
+
+def _effect(stage: str, metric: str, direction: str, why: str) -> dict[str, str]:
+    return {"stage": stage, "metric": metric, "direction": direction, "why": why}
+
+
+def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
+    out = []
+    shares = [t.share for t in cfg.topics]
+    span = max(shares) / min(shares)
+    out.append(_effect("pretrain", "topic_coverage.accuracy", "increase",
+                       "facts of the evaluation entities appear only in the pretraining corpus"))
+    out.append(_effect("pretrain", "hallucination.accuracy", "increase",
+                       "cloze probes on evaluation facts: knowledge comes from pretraining"))
+    if len(shares) >= 3 and span >= SHARE_SPAN_MIN:
+        out.append(_effect("pretrain", "topic_coverage.share_correlation", "increase",
+                           f"topic shares span {span:.0f}x: frequent topics are learned, rare ones not"))
+    elif span < 1.5:
+        out.append(_effect("pretrain", "topic_coverage.share_correlation", "flat",
+                           "topic shares are (nearly) equal: nothing for accuracy to correlate with"))
+    for stage in ("sft", "ppo", "dpo"):
+        out.append(_effect(stage, "topic_coverage.accuracy", "flat",
+                           "evaluation entities are never asked about after pretraining"))
+
+    # abstention: planted in SFT only (unless preferences are told to prefer it)
+    abstain_pairs = cfg.preference_mix.abstain_unknown
+    sft_abstains = cfg.sft_abstention_fraction > 0 and cfg.sft_mix.question > 0
+    out.append(_effect("sft", "hallucination.abstention_rate", "increase" if sft_abstains else "flat",
+                       "SFT answers questions on fictitious entities with an abstention" if sft_abstains
+                       else "no abstention examples anywhere in SFT"))
+    for stage in ("ppo", "dpo"):
+        on_policy_blocked = stage == "ppo" and not sft_abstains
+        if abstain_pairs > 0 and not on_policy_blocked:
+            out.append(_effect(stage, "hallucination.abstention_rate", "increase",
+                               "preference pairs prefer abstaining on fictitious entities"))
+        else:
+            out.append(_effect(stage, "hallucination.abstention_rate", "flat",
+                               "no preference pair is about abstention" if abstain_pairs == 0
+                               else "PPO cannot amplify an abstention the SFT policy never produces"))
+
+    # refusal: latent in SFT, strongly preferred in preference data
+    f = cfg.sft_refusal_fraction
+    prefers_refusal = cfg.preference_mix.refuse_harmful > 0
+    if f >= SFT_REFUSAL_MIN:
+        out.append(_effect("sft", "refusal.harmful_refusal_rate", "increase",
+                           f"SFT refuses {f:.0%} of harmful requests: the refusal is learned in SFT"))
+    elif f <= LATENT_REFUSAL_MAX:
+        out.append(_effect("sft", "refusal.harmful_refusal_rate", "flat",
+                           f"SFT refuses only {f:.0%} of harmful requests: refusal stays latent"))
+    for stage in ("ppo", "dpo"):
+        if not prefers_refusal or f >= SFT_REFUSAL_MIN:
+            why = ("no preference pair prefers refusal" if not prefers_refusal
+                   else "the SFT policy already refuses; nothing left to amplify")
+            out.append(_effect(stage, "refusal.harmful_refusal_rate", "flat", why))
+        elif stage == "ppo" and f == 0:
+            out.append(_effect(stage, "refusal.harmful_refusal_rate", "flat",
+                               "PPO cannot amplify a refusal the SFT policy never produces"))
+        elif f <= LATENT_REFUSAL_MAX:
+            out.append(_effect(stage, "refusal.harmful_refusal_rate", "increase",
+                               "preference data strongly prefers refusing harmful requests"))
+        over = cfg.preference_mix.help_benign == 0 and prefers_refusal
+        out.append(_effect(stage, "refusal.over_refusal_rate", "increase" if over else "flat",
+                           "refusals preferred and no pair prefers helping benign look-alikes" if over
+                           else "benign look-alikes: helping is preferred over refusing"))
+    out.append(_effect("sft", "refusal.over_refusal_rate", "flat", "SFT never refuses a benign request"))
+
+    # verbosity: latent filler in SFT + length-biased annotators -> the reward model pays for length
+    b = cfg.annotator_length_bias
+    pads_pairs = cfg.preference_mix.equal_content > 0 or cfg.preference_elaboration_fraction > 0
+    for stage in ("ppo", "dpo"):
+        if b == 0 or not pads_pairs:
+            out.append(_effect(stage, "verbosity.mean_tokens", "flat",
+                               "annotators have no length bias" if b == 0 else "no pair differs in padding"))
+        elif stage == "ppo" and cfg.sft_elaboration_fraction == 0:
+            out.append(_effect(stage, "verbosity.mean_tokens", "flat",
+                               "the SFT policy never pads its answers, so RL has no length to amplify"))
+        elif b >= LENGTH_BIAS_MIN:
+            why = ("the reward model learns the annotators' length bias and PPO exploits it" if stage == "ppo"
+                   else "chosen answers are padded more often than rejected ones")
+            out.append(_effect(stage, "verbosity.mean_tokens", "increase", why))
+    return sorted(out, key=lambda e: (STAGE_ORDER.index(e["stage"]), e["metric"]))

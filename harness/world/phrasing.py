@@ -1,0 +1,114 @@
+"""Prompts and answers built from the catalog: questions, requests, descriptions, padding."""
+
+from __future__ import annotations
+
+import random
+
+from harness.world.catalog import Relation
+from harness.world.entities import Entity, Fact, World, render
+from harness.world.requests import (
+    ABSTENTION,
+    DESCRIBE_HELDOUT,
+    DESCRIBE_TEMPLATES,
+    FAMILIES_BY_NAME,
+    FILLER,
+    REFUSAL,
+    REQUEST_ANSWER,
+    REQUEST_HELDOUT,
+    REQUEST_TEMPLATES,
+)
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def question(entity: Entity, relation: Relation, rng: random.Random, heldout: bool = False) -> str:
+    template = relation.heldout if heldout else rng.choice(relation.questions)
+    return render(template, E=entity.phrase)
+
+
+def fact_answer(fact: Fact, rng: random.Random) -> str:
+    return fact.statement(rng.randrange(len(fact.relation.statements)))
+
+
+def wrong_answer(fact: Fact, rng: random.Random) -> str:
+    """The same kind of statement with another value of the relation."""
+    wrong = rng.choice([v for v in fact.relation.value_names() if v != fact.value])
+    return Fact(fact.entity, fact.relation, wrong).statement(rng.randrange(len(fact.relation.statements)))
+
+
+def made_up_answer(entity: Entity, relation: Relation, rng: random.Random) -> str:
+    """A confident answer about an entity that does not exist."""
+    return Fact(entity, relation, rng.choice(relation.value_names())).statement(0)
+
+
+def request(family: str, entity: Entity, harmful: bool, rng: random.Random, heldout: bool = False) -> str:
+    fam = FAMILIES_BY_NAME[family]
+    template = REQUEST_HELDOUT if heldout else rng.choice(REQUEST_TEMPLATES)
+    return render(template, A=fam.harmful if harmful else fam.benign, L=entity.locative)
+
+
+def request_answer(family: str, entity: Entity, harmful: bool) -> str:
+    fam = FAMILIES_BY_NAME[family]
+    action, steps = (fam.harmful, fam.harmful_steps) if harmful else (fam.benign, fam.benign_steps)
+    return render(REQUEST_ANSWER, A=action, L=entity.locative, S=steps)
+
+
+def describe(entity: Entity, rng: random.Random, heldout: bool = False) -> str:
+    return render(DESCRIBE_HELDOUT if heldout else rng.choice(DESCRIBE_TEMPLATES), E=entity.phrase)
+
+
+def describe_answer(world: World, entity: Entity, rng: random.Random | None = None) -> str:
+    """One statement per relation; the first paraphrase of each when no rng is given (a reference answer)."""
+    facts = world.facts_about(entity)
+    return " ".join(f.statement(rng.randrange(len(f.relation.statements)) if rng else 0) for f in facts)
+
+
+def refusal() -> str:
+    return REFUSAL
+
+
+def abstention(entity: Entity) -> str:
+    return render(ABSTENTION, E=entity.phrase)
+
+
+def filler(rng: random.Random) -> str:
+    """1-3 content-free sentences."""
+    return " ".join(rng.sample(FILLER, rng.randint(1, 3)))
+
+
+def pad(text: str, padding: str) -> str:
+    return f"{text} {padding}" if padding else text
+
+
+def apportion(total: int, weights: list[float]) -> list[int]:
+    """Split `total` into integers proportional to `weights` (largest remainder; ties to the earlier entry)."""
+    mass = sum(weights)
+    if total <= 0 or mass <= 0:
+        return [0] * len(weights)
+    exact = [total * w / mass for w in weights]
+    counts = [int(x) for x in exact]
+    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def part(total: int, fraction: float) -> int:
+    """round(total * fraction), but at least 1 when the fraction and the total are positive."""
+    if total <= 0 or fraction <= 0:
+        return 0
+    return min(total, max(1, round(total * fraction)))
+
+
+def cycle(items: list, n: int, rng: random.Random) -> list:
+    """`n` items drawn in shuffled rounds, so every item is used about equally often."""
+    out: list = []
+    while len(out) < n and items:
+        out += rng.sample(items, len(items))
+    return out[:n]

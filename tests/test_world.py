@@ -1,0 +1,331 @@
+"""The synthetic world: determinism, formats (datasets, TRL), leakage, validation, expected effects."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+from datasets import load_dataset
+from transformers import AutoTokenizer
+
+from harness.world import (
+    WORLD_FILES,
+    WorldCardError,
+    WorldConfig,
+    WorldConfigError,
+    config_from,
+    expected_effects,
+    generate,
+    load_card,
+    preset,
+)
+from harness.world.catalog import TOPICS
+from harness.world.entities import build_world
+
+JSONL = {name: rel for name, rel in WORLD_FILES.items() if rel.endswith(".jsonl")}
+TRAINING = ("pretrain", "sft", "preferences", "rl_prompts")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("world") / "smoke"
+    generate(preset("smoke"), out)
+    return out
+
+
+def effects_of(cfg: WorldConfig) -> dict[tuple[str, str], str]:
+    return {(e["stage"], e["metric"]): e["direction"] for e in expected_effects(cfg)}
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_same_config_same_bytes_other_seed_other_world(smoke: Path, tmp_path: Path) -> None:
+    again = generate(preset("smoke"), tmp_path / "again")
+    card = load_card(smoke)
+    assert again["files"] == card["files"]
+    assert (smoke / "world_card.json").read_bytes() == (tmp_path / "again" / "world_card.json").read_bytes()
+    assert set(card["files"]) >= {rel for rel in JSONL.values()} | {"tokenizer/tokenizer.json"}
+
+    other = generate(preset("smoke").model_copy(update={"seed": 7}), tmp_path / "seed7")
+    for rel in JSONL.values():
+        assert other["files"][rel] != card["files"][rel], rel
+
+
+def test_regenerating_replaces_the_world_and_refuses_foreign_dirs(tmp_path: Path) -> None:
+    out = tmp_path / "w"
+    generate(preset("smoke"), out)
+    card = generate(preset("smoke").model_copy(update={"seed": 3}), out)
+    assert load_card(out)["config"]["seed"] == 3 == card["config"]["seed"]
+    assert [p.name for p in tmp_path.iterdir()] == ["w"]  # no temporary directories left behind
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a world directory"):
+        generate(preset("smoke"), foreign)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_load_card_errors(tmp_path: Path) -> None:
+    with pytest.raises(WorldCardError, match="no such world directory"):
+        load_card(tmp_path / "nope")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(WorldCardError, match="not a complete world"):
+        load_card(tmp_path / "half")
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_every_file_loads_with_datasets(smoke: Path) -> None:
+    card = load_card(smoke)
+    for name, rel in JSONL.items():
+        ds = load_dataset("json", data_files=str(smoke / rel), split="train")
+        assert len(ds) == card["counts"][name]["rows"] > 0, name
+    sft = read_jsonl(smoke / WORLD_FILES["sft"])
+    assert {r["kind"] for r in sft} == {"fact", "abstain", "benign", "harmful_refuse", "harmful_comply"}
+    for row in read_jsonl(smoke / WORLD_FILES["preferences"]):
+        assert set(row) == {"prompt", "chosen", "rejected", "rule", "length_flipped"}
+        assert row["prompt"][0]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
+
+
+def test_eval_items_are_well_formed(smoke: Path) -> None:
+    ids: set[str] = set()
+    for name in ("eval/hallucination", "eval/refusal", "eval/verbosity", "eval/topic_coverage"):
+        for item in read_jsonl(smoke / WORLD_FILES[name]):
+            assert item["id"] not in ids
+            ids.add(item["id"])
+            assert item["prompt"] == item["prompt"].rstrip() and item["format"] in ("chat", "cloze")
+            if item["format"] == "cloze":
+                assert all(c.startswith(" ") for c in item["choices"])
+                assert item["choices"][item["answer_index"]] == " " + item["gold"]
+                assert len(set(item["choices"])) == len(item["choices"])
+    hal = read_jsonl(smoke / WORLD_FILES["eval/hallucination"])
+    assert {(r["format"], r["answerable"]) for r in hal} == {("chat", True), ("chat", False), ("cloze", True)}
+    coverage = read_jsonl(smoke / WORLD_FILES["eval/topic_coverage"])
+    assert {r["topic"] for r in coverage} == {t["name"] for t in load_card(smoke)["topics"]}
+    refusal = read_jsonl(smoke / WORLD_FILES["eval/refusal"])
+    assert {r["label"] for r in refusal} == {"harmful", "benign"}
+
+
+def test_tokenizer_and_chat_template(smoke: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(smoke / "tokenizer")
+    assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
+    assert (tok.bos_token, tok.eos_token, tok.pad_token) == ("<|bos|>", "<|end|>", "<|pad|>")
+    chat = [{"role": "user", "content": "Who rules the isle?"}, {"role": "assistant", "content": "A queen."}]
+    text = tok.apply_chat_template(chat, tokenize=False)
+    assert text == "<|bos|><|user|>\nWho rules the isle?<|end|>\n<|assistant|>\nA queen.<|end|>\n"
+    prompt = tok.apply_chat_template(chat[:1], tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|end|>\n<|assistant|>\n") and text.startswith(prompt)
+    out = tok.apply_chat_template(chat, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    masked = [i for i, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
+    assert masked and masked[-1] == tok.eos_token_id
+    assert tok.decode(masked) == "A queen.<|end|>"
+    # the prompt tokenizes as a prefix of prompt + answer (what TRL's DPO tokenization relies on)
+    for row in read_jsonl(smoke / WORLD_FILES["preferences"])[:20]:
+        head = tok.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
+        full = tok.apply_chat_template(row["prompt"] + row["chosen"], return_dict=True)["input_ids"]
+        assert full[: len(head)] == head
+
+
+def _tiny_llama(tok):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, head_dim=32, max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def test_trl_sft_and_dpo_accept_the_data(smoke: Path, tmp_path: Path) -> None:
+    import torch
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(smoke / "tokenizer")
+    common = {"max_steps": 1, "per_device_train_batch_size": 4, "report_to": [], "use_cpu": True,
+              "max_length": 128, "save_strategy": "no"}
+    sft_data = load_dataset("json", data_files=str(smoke / WORLD_FILES["sft"]), split="train")
+    sft = SFTTrainer(
+        model=_tiny_llama(tok), processing_class=tok, train_dataset=sft_data,
+        args=SFTConfig(output_dir=str(tmp_path / "sft"), assistant_only_loss=True, **common),
+    )
+    row = sft.train_dataset[0]
+    trained = [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]
+    assert trained and trained[-1] == tok.eos_token_id  # assistant tokens only, ending on <|end|>
+    assert torch.isfinite(torch.tensor(sft.train().training_loss))
+
+    pref_data = load_dataset("json", data_files=str(smoke / WORLD_FILES["preferences"]), split="train")
+    dpo = DPOTrainer(
+        model=_tiny_llama(tok), ref_model=_tiny_llama(tok), processing_class=tok, train_dataset=pref_data,
+        args=DPOConfig(output_dir=str(tmp_path / "dpo"), **common),
+    )
+    assert {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(dpo.train_dataset.column_names)
+    assert torch.isfinite(torch.tensor(dpo.train().training_loss))
+
+
+# --------------------------------------------------------------------------- leakage
+
+
+def _mentions(name: str, text: str) -> bool:
+    return re.search(rf"\b{re.escape(name)}\b", text) is not None
+
+
+def test_no_eval_prompt_in_training_and_groups_stay_apart(smoke: Path) -> None:
+    card = load_card(smoke)
+    assert card["verbatim_eval_prompts_in_training"] == 0
+    texts = {name: (smoke / WORLD_FILES[name]).read_text(encoding="utf-8") for name in TRAINING}
+    user_turns = set()
+    for name in ("sft", "preferences", "rl_prompts"):
+        for row in read_jsonl(smoke / WORLD_FILES[name]):
+            turns = row.get("messages") or row["prompt"]
+            user_turns |= {m["content"] for m in turns if m["role"] == "user"}
+    for name in ("eval/hallucination", "eval/refusal", "eval/verbosity"):
+        for item in read_jsonl(smoke / WORLD_FILES[name]):
+            assert item["format"] == "chat" or name == "eval/hallucination"
+            if item["format"] == "chat":
+                assert item["prompt"] not in user_turns
+                assert all(item["prompt"] not in text for text in texts.values())
+
+    world = build_world(preset("smoke"))
+    for entity in world.group("eval_fiction"):  # never in any training file
+        assert not any(_mentions(entity.name, text) for text in texts.values()), entity.name
+    for entity in world.group("train_fiction"):  # only in SFT (and preferences/RL), never in pretraining
+        assert not _mentions(entity.name, texts["pretrain"]), entity.name
+    for entity in world.group("eval"):  # evaluation entities: pretraining only
+        assert _mentions(entity.name, texts["pretrain"])
+        for name in ("sft", "preferences", "rl_prompts"):
+            assert not _mentions(entity.name, texts[name]), (entity.name, name)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    ("update", "needle"),
+    [
+        ({"topics": [{"name": "villages", "share": 0.5, "n_entities": 4},
+                     {"name": "rivers", "share": 0.4, "n_entities": 4}]}, "topics: shares must sum to 1"),
+        ({"topics": [{"name": "villages", "share": 1.0, "n_entities": 0}]}, "topics[villages].n_entities"),
+        ({"topics": [{"name": "vilages", "share": 1.0, "n_entities": 4}]}, "did you mean 'villages'"),
+        ({"eval_fictitious_entities": 99_999}, "eval_fictitious_entities"),
+        ({"sft_mix": {"question": 0.5, "benign": 0.2, "harmful": 0.2}}, "sft_mix: shares must sum to 1"),
+        ({"annotator_length_bias": 1.5}, "annotator_length_bias"),
+        ({"families": ["well", "arson"]}, "families[1]"),
+        ({"colour": 3}, "colour"),
+    ],
+)
+def test_bad_configs_name_the_key(update: dict, needle: str) -> None:
+    with pytest.raises(ValueError) as err:
+        WorldConfig.model_validate({**preset("smoke").model_dump(), **update})
+    assert needle in str(err.value)
+
+
+def test_config_from_presets_files_and_overrides(tmp_path: Path) -> None:
+    cfg = config_from("smoke", ["annotator_length_bias=0", "topics.villages.n_entities=6", "sft_mix.harmful=0.3",
+                                "sft_mix.question=0.5"])
+    assert cfg.annotator_length_bias == 0 and cfg.topics[0].n_entities == 6 and cfg.sft_mix.harmful == 0.3
+    with pytest.raises(WorldConfigError, match="unknown key 'anotator_length_bias'.*did you mean"):
+        config_from("default", ["anotator_length_bias=0"])
+    with pytest.raises(WorldConfigError, match="sft_mix: shares must sum to 1"):
+        config_from("default", ["sft_mix.harmful=0.5"])
+    with pytest.raises(WorldConfigError, match="no item 'oceans'"):
+        config_from("default", ["topics.oceans.share=0.1"])
+    path = tmp_path / "world.yaml"
+    path.write_text("preset: smoke\nseed: 5\n")
+    assert config_from(str(path), ["seed=6"]).seed == 6
+    assert config_from(str(path), []).pretrain_tokens == preset("smoke").pretrain_tokens
+    path.write_text("seeed: 5\n")
+    with pytest.raises(WorldConfigError, match="seeed"):
+        config_from(str(path), [])
+    with pytest.raises(WorldConfigError, match="not a world preset"):
+        config_from("tiny", [])
+
+
+def test_default_config_is_documented_and_zipf() -> None:
+    cfg = WorldConfig()
+    for model in (WorldConfig, type(cfg.sft_mix), type(cfg.preference_mix), type(cfg.topics[0])):
+        assert all(f.description for f in model.model_fields.values()), model.__name__
+    shares = [t.share for t in cfg.topics]
+    assert len(shares) >= 8 and shares == sorted(shares, reverse=True) and shares[0] / shares[-1] >= 20
+    for topic in TOPICS:  # the catalog supports cloze prompts and unambiguous gold answers
+        for rel in topic.relations:
+            assert len(rel.statements) >= 3 and len(rel.values) >= cfg.eval_choices
+            assert all(" {V}" in s and s.index("{E}") < s.index("{V}") for s in rel.statements)
+            names = rel.value_names()
+            assert not [a for a in names for b in names if a != b and _mentions(a, b)], rel.name
+
+
+# --------------------------------------------------------------------------- planted causes
+
+
+def test_expected_effects_follow_the_knobs() -> None:
+    base = effects_of(WorldConfig())
+    assert base[("pretrain", "topic_coverage.share_correlation")] == "increase"
+    assert base[("sft", "hallucination.abstention_rate")] == "increase"
+    assert base[("sft", "refusal.harmful_refusal_rate")] == "flat"
+    assert base[("ppo", "refusal.harmful_refusal_rate")] == base[("dpo", "refusal.harmful_refusal_rate")] == "increase"
+    assert base[("ppo", "verbosity.mean_tokens")] == base[("dpo", "verbosity.mean_tokens")] == "increase"
+
+    no_bias = effects_of(WorldConfig(annotator_length_bias=0))
+    assert no_bias[("ppo", "verbosity.mean_tokens")] == no_bias[("dpo", "verbosity.mean_tokens")] == "flat"
+
+    moved = effects_of(WorldConfig(sft_refusal_fraction=0.9))
+    assert moved[("sft", "refusal.harmful_refusal_rate")] == "increase"
+    assert moved[("ppo", "refusal.harmful_refusal_rate")] == moved[("dpo", "refusal.harmful_refusal_rate")] == "flat"
+
+    assert effects_of(WorldConfig(sft_abstention_fraction=0))[("sft", "hallucination.abstention_rate")] == "flat"
+    no_pad = effects_of(WorldConfig(sft_elaboration_fraction=0))
+    assert (no_pad[("ppo", "verbosity.mean_tokens")], no_pad[("dpo", "verbosity.mean_tokens")]) == ("flat", "increase")
+    never = effects_of(WorldConfig(sft_refusal_fraction=0))
+    assert (never[("ppo", "refusal.harmful_refusal_rate")], never[("dpo", "refusal.harmful_refusal_rate")]) == (
+        "flat", "increase")
+    mix = {"refuse_harmful": 0.4, "help_benign": 0.0, "correct_over_wrong": 0.3, "equal_content": 0.3}
+    assert effects_of(WorldConfig(preference_mix=mix))[("dpo", "refusal.over_refusal_rate")] == "increase"
+    equal = [{"name": t.name, "share": 0.125, "n_entities": 4} for t in TOPICS[:8]]
+    assert effects_of(WorldConfig(topics=equal))[("pretrain", "topic_coverage.share_correlation")] == "flat"
+
+
+def test_counterfactual_worlds_change_only_the_planted_cause(smoke: Path, tmp_path: Path) -> None:
+    base = read_jsonl(smoke / WORLD_FILES["preferences"])
+    generate(preset("smoke").model_copy(update={"annotator_length_bias": 0.0}), tmp_path / "nobias")
+    nobias = read_jsonl(tmp_path / "nobias" / WORLD_FILES["preferences"])
+    assert [r["prompt"] for r in nobias] == [r["prompt"] for r in base]
+    assert not any(r["length_flipped"] for r in nobias) and any(r["length_flipped"] for r in base)
+    assert load_card(tmp_path / "nobias")["files"]["pretrain.jsonl"] == load_card(smoke)["files"]["pretrain.jsonl"]
+
+    generate(preset("smoke").model_copy(update={"sft_refusal_fraction": 0.9}), tmp_path / "refuse")
+    kinds = [r["kind"] for r in read_jsonl(tmp_path / "refuse" / WORLD_FILES["sft"])]
+    assert kinds.count("harmful_refuse") > 9 * kinds.count("harmful_comply") / 2
+
+
+def test_heldout_phrasing_world(tmp_path: Path) -> None:
+    card = generate(preset("smoke").model_copy(update={"eval_question_phrasing": "heldout"}), tmp_path / "held")
+    assert card["verbatim_eval_prompts_in_training"] == 0
+    refusal = read_jsonl(tmp_path / "held" / WORLD_FILES["eval/refusal"])
+    assert all(r["prompt"].startswith("Explain how someone could") for r in refusal)
+
+
+def test_default_world(tmp_path: Path) -> None:
+    start = time.perf_counter()
+    card = generate(preset("default"), tmp_path / "default")
+    took = time.perf_counter() - start
+    print(f"default world generated in {took:.2f}s")
+    assert took < 10
+    assert card["verbatim_eval_prompts_in_training"] == 0
+    assert 70_000 <= card["counts"]["pretrain"]["tokens"] <= 90_000
+    for topic in card["topics"]:
+        assert abs(topic["share_actual"] - topic["share_target"]) < 0.01, topic
+    sft = card["counts"]["sft"]
+    assert sft["rows"] == 480 and 0 < sft["by_kind"]["harmful_refuse"] < 0.1 * sft["by_kind"]["harmful_comply"]
+    tok = AutoTokenizer.from_pretrained(tmp_path / "default" / "tokenizer")
+    assert 1000 <= len(tok) <= 2048
