@@ -150,12 +150,24 @@ class GateRule(Strict):
     max: float | None = Field(None, description="Candidate value must be <= this.")
     max_increase: float | None = Field(None, ge=0, description="Candidate may exceed the baseline by at most this.")
     max_decrease: float | None = Field(None, ge=0, description="Candidate may fall below the baseline by at most this.")
+    max_regression: float | None = Field(
+        None, ge=0, description="Candidate may be worse than the baseline by at most this; 'worse' from the metric's higher_is_better."
+    )
 
     @model_validator(mode="after")
     def _some_bound(self) -> GateRule:
-        if all(v is None for v in (self.min, self.max, self.max_increase, self.max_decrease)):
-            raise ValueError("a rule needs at least one of min, max, max_increase, max_decrease")
+        bounds = (self.min, self.max, self.max_increase, self.max_decrease, self.max_regression)
+        if all(v is None for v in bounds):
+            raise ValueError("a rule needs at least one of min, max, max_increase, max_decrease, max_regression")
+        if "." not in self.metric.split("[", 1)[0]:
+            raise ValueError(f"metric {self.metric!r}: expected `suite.metric`, e.g. refusal.harmful_refusal_rate")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} > max {self.max}: no value can pass")
         return self
+
+    def is_relative(self) -> bool:
+        """Whether the rule compares against a baseline."""
+        return any(v is not None for v in (self.max_increase, self.max_decrease, self.max_regression))
 
 
 class GateSpec(Strict):
@@ -277,13 +289,12 @@ def topological_order(cfg: PipelineConfig) -> list[StageSpec]:
     order: list[StageSpec] = []
     pending = list(cfg.stages)
     while pending:
-        ready = [s for s in pending if s.from_ in done and (s.reward is None or s.reward in done)]
-        if not ready:
+        ready = next((s for s in pending if s.from_ in done and (s.reward is None or s.reward in done)), None)
+        if ready is None:
             raise ConfigError("cycle in the stage graph: " + ", ".join(s.name for s in pending))
-        for s in ready:
-            order.append(s)
-            done.add(s.name)
-            pending.remove(s)
+        order.append(ready)
+        done.add(ready.name)
+        pending.remove(ready)
     return order
 
 

@@ -107,10 +107,10 @@ def test_missing_file_and_unknown_packaged_name(tmp_path: Path) -> None:
 
 def test_overrides(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
-    cfg = load_config(path, ["stages.dpo.beta=0.25", "seed=3", "backend.decoding.max_new_tokens=12", "stages.1.epochs=2"])
+    cfg = load_config(path, ["stages.dpo.beta=0.25", "seed=3", "backend.decoding.max_new_tokens=12", "stages.1.num_train_epochs=2"])
     assert cfg.seed == 3
     assert cfg.stage("dpo").options()["beta"] == 0.25
-    assert cfg.stage("sft").options()["epochs"] == 2
+    assert cfg.stage("sft").options()["num_train_epochs"] == 2
     assert cfg.backend.decoding.max_new_tokens == 12
 
 
@@ -121,7 +121,7 @@ def test_overrides(tmp_path: Path) -> None:
         ("stages.nosuch.beta=1", "override 'stages.nosuch.beta=1': stages.nosuch: no item named 'nosuch'"),
         ("backend.decodng.top_p=0.5", "backend.decodng: unknown key"),
         ("seed", "expected KEY=VALUE"),
-        ("seed.x=1", "seed is a value, not a mapping"),
+        ("name.x=1", "name is a value, not a mapping"),
     ],
 )
 def test_bad_overrides(tmp_path: Path, override: str, expected: str) -> None:
