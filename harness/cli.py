@@ -93,6 +93,144 @@ def world(
         console.print(f"  expected: {effect['stage']:>8}  {effect['metric']:<40} {effect['direction']}")
 
 
+def _load(source: str, overrides: list[str] | None):
+    try:
+        return load_config(source, overrides or [])
+    except ConfigError as exc:
+        _fail_usage(str(exc))
+
+
+@app.command("run")
+def run(
+    source: str = typer.Argument(..., help="Pipeline config YAML, or a packaged name (default, smoke)."),
+    overrides: list[str] = typer.Argument(None, help="Dotted key=value overrides, e.g. stages.dpo.beta=0.2"),
+    new_run: bool = typer.Option(False, "--new-run", help="Start a new run id even if an identical run exists."),
+) -> None:
+    """Train every stage and evaluate every checkpoint; reruns redo only what changed.
+
+    Example: harness run default stages.dpo.beta=0.2
+    """
+    from harness.pipeline import Pipeline
+    from training.runtime import StageFailed
+
+    cfg = _load(source, overrides)
+    try:
+        result = Pipeline(cfg, console, new_run=new_run).run()
+    except StageFailed as exc:
+        err_console.print(f"[bold red]stage failed:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    trained = ", ".join(result.trained) or "nothing (all cached)"
+    console.print(
+        f"run {result.run_id} complete in {result.wall_s:.1f}s; trained: {trained}; "
+        f"evaluations computed: {result.evaluated}; summary: {result.summary_path}"
+    )
+
+
+@app.command("train")
+def train(
+    stage: str = typer.Argument(..., help="Name of the stage to train (its inputs must already exist)."),
+    config: str = typer.Option(..., "--config", help="Pipeline config YAML or packaged name."),
+    overrides: list[str] = typer.Argument(None, help="Dotted key=value overrides."),
+) -> None:
+    """Train one stage of a pipeline, for debugging (no evaluation, no store).
+
+    Example: harness train dpo --config smoke stages.dpo.beta=0.3
+    """
+    from harness.pipeline import Pipeline
+    from training.runtime import StageFailed
+
+    cfg = _load(config, overrides)
+    try:
+        ckpt = Pipeline(cfg, console).train_one(stage)
+    except KeyError:
+        _fail_usage(f"no stage named {stage!r} (stages: {', '.join(s.name for s in cfg.stages)})")
+    except (StageFailed, RuntimeError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    console.print(f"{stage}: {ckpt.path}")
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint folder (harness-made, or any HF causal LM)."),
+    suites: list[str] = typer.Option(..., "--suite", help="Suite to run; repeat for several."),
+    data: Path | None = typer.Option(None, "--data", help="Items file (for a single suite); default: --world's."),
+    world: Path | None = typer.Option(None, "--world", help="A generated world folder to take items from."),
+    backend: str = typer.Option("auto", "--backend", help="auto | hf | vllm"),
+    reward: Path | None = typer.Option(None, "--reward", help="Reward checkpoint that scores verbosity."),
+    kind: str | None = typer.Option(None, "--kind", help="Stage kind (default: from the manifest; else sft)."),
+    store: Path | None = typer.Option(None, "--store", help="Write results to this store (file or output_dir)."),
+    max_items: int | None = typer.Option(None, "--max-items", help="Evaluate only N items per suite."),
+) -> None:
+    """Run suites on one checkpoint and print metrics with 95% CIs.
+
+    Example: harness eval runs/smoke/checkpoints/sft-1a2b3c4d5e6f --suite refusal --suite verbosity --world runs/smoke/worlds/abc
+    """
+    from harness.adhoc import evaluate_checkpoint
+
+    if data is not None and len(suites) != 1:
+        _fail_usage("--data names the items of one suite; give exactly one --suite with it")
+    try:
+        table = evaluate_checkpoint(checkpoint, suites, data, world, backend, reward, kind, store, max_items)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        _fail_usage(str(exc))
+    from harness.summary import print_metrics
+
+    print_metrics(table, f"{checkpoint}", console)
+
+
+@app.command("report")
+def report(
+    store: Path = typer.Option(Path("runs/default"), "--store", help="Results store file, or the output_dir holding it."),
+    run_id: str | None = typer.Option(None, "--run", help="Run id (default: the latest run)."),
+    markdown: Path | None = typer.Option(None, "--markdown", help="Also write the report as Markdown here."),
+) -> None:
+    """Print a run's summary (metric per checkpoint) and its stage attribution.
+
+    Example: harness report --store runs/default --markdown report.md
+    """
+    from harness.store import Store, StoreError
+    from harness.summary import print_table, summary_table
+
+    try:
+        with Store(Store.resolve_path(store), readonly=True) as st:
+            rid = st.require_run(run_id)
+            print_table(summary_table(st, rid), f"Run {rid}: metric per checkpoint", console)
+            try:
+                from harness.report import print_report, render_report
+            except ImportError:
+                return
+            print_report(st, rid, console)
+            if markdown is not None:
+                markdown.write_text(render_report(st, rid), encoding="utf-8")
+    except (StoreError, FileNotFoundError, KeyError, ValueError) as exc:
+        _fail_usage(str(exc))
+
+
+@app.command("export")
+def export(
+    store: Path = typer.Option(..., "--store", help="Results store file, or the output_dir holding it."),
+    out: Path = typer.Option(..., "--out", help="Directory to write results JSON + samples JSONL into."),
+    run_id: str | None = typer.Option(None, "--run", help="Run id (default: the latest run)."),
+    fmt: str = typer.Option("lm-eval", "--format", help="Output format: lm-eval."),
+) -> None:
+    """Export a run's results shaped like lm-evaluation-harness output (one results file per checkpoint).
+
+    Example: harness export --store runs/default --format lm-eval --out exported/
+    """
+    from harness.export import export_lm_eval
+    from harness.store import Store, StoreError
+
+    if fmt != "lm-eval":
+        _fail_usage(f"--format {fmt!r}: expected 'lm-eval'")
+    try:
+        with Store(Store.resolve_path(store), readonly=True) as st:
+            written = export_lm_eval(st, st.require_run(run_id), out)
+    except (StoreError, FileNotFoundError, KeyError, ValueError) as exc:
+        _fail_usage(str(exc))
+    console.print(f"wrote {len(written)} files to {out}")
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m harness.cli`
     app()
 

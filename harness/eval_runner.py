@@ -1,0 +1,177 @@
+"""Evaluate checkpoints of a run into the results store, skipping what the store already holds.
+
+``harness.evaluate`` runs suites (no storage); this module decides *which* evaluations are
+needed, keys them, and writes them. The key is known before anything is generated, so a
+complete evaluation is linked to the run and skipped without loading the model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.artifacts import canonical_json, sha256_text
+from harness.backends.base import cuda_available, decoding_key, open_backend, resolve_backend
+from harness.config import PipelineConfig, SuiteSpec
+from harness.evaluate import evaluate, suite_sampling
+from harness.store import Store
+from suites import SUITES
+from suites.items import items_hash, select
+
+REWARD_SUITES = frozenset({"verbosity"})  # suites that score responses with the run's reward model
+
+
+def has_chat_template(ckpt_dir: Path) -> bool:
+    """Whether a saved tokenizer carries a chat template (without loading it)."""
+    if (ckpt_dir / "chat_template.jinja").is_file() or (ckpt_dir / "chat_template.json").is_file():
+        return True
+    config = ckpt_dir / "tokenizer_config.json"
+    return config.is_file() and bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+
+
+def world_items(world_dir: Path | None) -> dict[str, Path]:
+    """Suite name -> the world's items file for it."""
+    if world_dir is None:
+        return {}
+    from harness.world import WORLD_FILES
+
+    return {key.split("/", 1)[1]: world_dir / rel for key, rel in WORLD_FILES.items() if key.startswith("eval/")}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One checkpoint to evaluate (what the pipeline or `harness eval` knows of it)."""
+
+    stage: str
+    kind: str
+    path: Path
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    target: Target
+    reward: Target | None  # the reward model that scores verbosity, if the run has one yet
+    defer_reward: bool  # a reward model will exist later in this run: wait for it
+
+    @classmethod
+    def of(cls, ckpt: Any, reward: Any = None, defer_reward: bool = False) -> EvalPlan:
+        as_target = lambda c: Target(c.stage, c.kind, Path(c.path), c.content_hash)  # noqa: E731
+        return cls(as_target(ckpt), as_target(reward) if reward is not None else None, defer_reward)
+
+
+class Evaluator:
+    """Evaluates plans for one run; counts what it actually computed."""
+
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        store: Store,
+        run_id: str,
+        world_dir: Path | None,
+        world_card: dict[str, Any] | None,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.cfg, self.store, self.run_id, self.card, self.say = cfg, store, run_id, world_card, say
+        self.items_paths = world_items(world_dir)
+        self.backend_name = resolve_backend(cfg.backend.name)
+        self.device = "cuda" if cuda_available() else "cpu"
+        self.deferred: list[Target] = []
+        self.computed = 0
+
+    # ------------------------------------------------------------------ keys
+
+    def _items_path(self, spec: SuiteSpec) -> Path:
+        if spec.data:
+            return Path(spec.data).expanduser().resolve()
+        if spec.name not in self.items_paths:
+            raise ValueError(f"suite {spec.name!r}: no `data:` file given and the world has no items for it")
+        return self.items_paths[spec.name]
+
+    def key(self, target: Target, spec: SuiteSpec, reward: Target | None) -> tuple[str, dict[str, Any]]:
+        """(eval key, planned decoding) — everything that decides the numbers, known before generating."""
+        suite = SUITES.get(spec.name)
+        items = select(suite.load_items(self._items_path(spec)), spec.max_items)
+        sampling = suite_sampling(self.cfg.backend.decoding, spec)
+        decoding = decoding_key(self.backend_name, sampling, self.cfg.backend.dtype, {"device": self.device})
+        judge = spec.judge.model_dump(mode="json")
+        reward_hash = reward.content_hash if (reward is not None and spec.name in REWARD_SUITES) else None
+        key = sha256_text(canonical_json({
+            "checkpoint": target.content_hash, "suite": spec.name, "suite_version": str(suite.version),
+            "items": items_hash(items), "judge": judge, "decoding": decoding, "reward": reward_hash,
+        }))
+        return key, {"decoding": decoding, "items_hash": items_hash(items), "reward_hash": reward_hash,
+                     "version": str(suite.version)}
+
+    # ------------------------------------------------------------------ running
+
+    def evaluate(self, plan: EvalPlan) -> None:
+        target = plan.target
+        chat_template = has_chat_template(target.path)
+        todo: list[tuple[SuiteSpec, str, dict[str, Any]]] = []
+        for spec in self.cfg.suites:
+            suite = SUITES.get(spec.name)
+            if not suite.applies_to(target.kind, chat_template):
+                continue
+            if spec.name in REWARD_SUITES and plan.defer_reward:
+                if target not in self.deferred:
+                    self.deferred.append(target)
+                continue
+            key, info = self.key(target, spec, plan.reward)
+            if self.store.is_evaluation_complete(key):
+                self.store.link_evaluation(key, self.run_id, target.stage)
+                continue
+            todo.append((spec, key, info))
+        if not todo:
+            return
+        start = time.perf_counter()
+        backend = open_backend(target.path, self.cfg.backend, self.cfg.model.trust_remote_code)
+        try:
+            for spec, key, info in todo:
+                (result,) = evaluate(
+                    target.path, target.kind, [spec], backend, self.items_paths, self.card,
+                    plan.reward.path if plan.reward is not None and info["reward_hash"] else None,
+                    decoding=self.cfg.backend.decoding, trust_remote_code=self.cfg.model.trust_remote_code,
+                )
+                self.store.begin_evaluation(
+                    key, self.run_id, target.stage, spec.name, info["version"], info["items_hash"],
+                    self.backend_name, info["decoding"], info["reward_hash"],
+                )
+                self.store.write_evaluation(key, result.store_metrics(), result.store_samples())
+                self.computed += 1
+        finally:
+            backend.close()
+        names = ", ".join(spec.name for spec, _, _ in todo)
+        self.say(f"  evaluated {target.stage}: {names} in {time.perf_counter() - start:.0f}s")
+
+    def deferred_suites(self) -> list[SuiteSpec]:
+        return [s for s in self.cfg.suites if s.name in REWARD_SUITES]
+
+    def flush_deferred(self, reward: Any) -> None:
+        """Run the reward-scored suites of checkpoints that were waiting for the reward model."""
+        waiting, self.deferred = self.deferred, []
+        for target in waiting:
+            plan = EvalPlan(target, EvalPlan.of(reward).target if reward is not None else None, False)
+            self.evaluate(plan)
+
+    def record_reward_model(self, ckpt: Any) -> None:
+        """The reward model's own held-out accuracy and reward-length correlation, stored as metrics."""
+        metrics = json.loads((Path(ckpt.path) / "manifest.json").read_text(encoding="utf-8")).get("metrics", {})
+        rows = []
+        for name, higher in (("heldout_accuracy", True), ("reward_length_corr", False)):
+            if metrics.get(name) is not None:
+                n = int(metrics.get("heldout_pairs") or 0)
+                rows.append({"metric": f"reward_model.{name}", "value": float(metrics[name]), "ci_low": None,
+                             "ci_high": None, "n": n, "higher_is_better": higher})
+        if not rows:
+            return
+        key = sha256_text(canonical_json({"checkpoint": ckpt.content_hash, "suite": "reward_model"}))
+        if self.store.is_evaluation_complete(key):
+            self.store.link_evaluation(key, self.run_id, ckpt.stage)
+            return
+        self.store.begin_evaluation(key, self.run_id, ckpt.stage, "reward_model", "1", "", "training", {}, None)
+        self.store.write_evaluation(key, rows, [])

@@ -1,0 +1,292 @@
+"""The whole pipeline in one place: world -> init -> every stage in DAG order, evaluating each new checkpoint.
+
+This is the only module that knows stage order. Everything it does is cached by content:
+
+- the world lives under ``worlds/<hash of its config>`` and is generated once;
+- a stage is skipped when a complete checkpoint with the same content hash exists
+  (``training.runtime.execute``), and resumes from its last trainer checkpoint otherwise;
+- an evaluation is skipped when the store holds a complete evaluation with the same key
+  (checkpoint hash, suite + version + items hash, judge, backend + decoding, reward hash).
+
+So a rerun after a crash (or with one knob changed) redoes only what is missing or changed,
+and a no-op rerun does no training and no generation.
+
+Verbosity is scored by the run's reward model. Policy checkpoints trained before the reward
+model exists (``sft``) have their verbosity evaluation deferred until it does; when an
+evaluation of the same responses exists under another reward model, its stored responses are
+rescored instead of generated again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from harness import artifacts
+from harness.artifacts import Layout
+from harness.config import INIT, PipelineConfig, StageSpec, dump, topological_order
+from harness.eval_runner import EvalPlan, Evaluator
+from harness.store import Store
+
+
+@dataclass
+class Checkpoint:
+    """A complete checkpoint of this run."""
+
+    stage: str
+    kind: str
+    path: Path
+    content_hash: str
+    parent: str | None
+    inputs: dict[str, str] = field(default_factory=dict)  # role -> stage
+    skipped: bool = False
+    wall_s: float = 0.0
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    checkpoints: dict[str, Checkpoint]
+    trained: list[str]  # stages actually trained in this invocation
+    evaluated: int  # evaluations actually computed (not found in the store)
+    wall_s: float
+    summary_path: Path
+
+
+def ensure_world(cfg: PipelineConfig, layout: Layout, say: Callable[[str], None]) -> tuple[Path | None, dict | None]:
+    """Generate the configured world once per distinct world config; return (dir, card)."""
+    if cfg.world is None:
+        return None, None
+    from harness.world import generate, load_card
+
+    world_cfg = cfg.world.world_config()
+    digest = artifacts.sha256_text(artifacts.canonical_json(world_cfg.model_dump(mode="json")))
+    world_dir = layout.world_dir(digest)
+    try:
+        return world_dir, load_card(world_dir)
+    except Exception:  # missing or incomplete: (re)generate; generate() writes the card last
+        start = time.perf_counter()
+        card = generate(world_cfg, world_dir)
+        say(f"world: generated {world_dir.name} in {time.perf_counter() - start:.1f}s")
+        return world_dir, card
+
+
+def stage_data(spec: StageSpec, world_dir: Path | None) -> Path | None:
+    """A stage's training data: its own `data:` file, else the world's file for its kind."""
+    from training import STAGES
+
+    if spec.data:
+        return Path(spec.data).expanduser().resolve()
+    key = STAGES.get(spec.kind).data_key
+    if key is None:
+        return None
+    if world_dir is None:
+        raise ValueError(f"stage {spec.name!r}: no `data:` given and the config has no world to take {key!r} from")
+    from harness.world import WORLD_FILES
+
+    return world_dir / WORLD_FILES[key]
+
+
+def _existing_run(store: Store, cfg: PipelineConfig) -> str | None:
+    """Reuse the latest run with an identical config: a rerun resumes (or re-confirms) it."""
+    wanted = artifacts.canonical_json(dump(cfg))
+    runs = store.runs()
+    for _, row in runs.sort_values("started_at", ascending=False).iterrows():
+        if artifacts.canonical_json(row["config"]) == wanted:
+            return str(row["run_id"])
+    return None
+
+
+class Pipeline:
+    """Walks the stage DAG for one config. ``run()`` is the product's main job."""
+
+    def __init__(self, cfg: PipelineConfig, console: Console | None = None, new_run: bool = False) -> None:
+        self.cfg = cfg
+        self.layout = Layout.of(cfg.output_dir)
+        self.console = console or Console()
+        self.new_run = new_run
+        self.checkpoints: dict[str, Checkpoint] = {}
+        self.trained: list[str] = []
+
+    def say(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    # ------------------------------------------------------------------ training
+
+    def _train(self, kind: str, name: str, config: Any, inputs: Any) -> Checkpoint:
+        from training.runtime import execute
+
+        progress = _progress_callback(self.say, name)
+        start = time.perf_counter()
+        result = execute(kind, name, config, inputs, self.layout, callbacks=[progress] if progress else None)
+        refs = result.manifest.inputs
+        ckpt = Checkpoint(
+            stage=name,
+            kind=kind,
+            path=result.path,
+            content_hash=result.manifest.content_hash,
+            parent=refs["parent"].stage if "parent" in refs and refs["parent"].stage != "external" else None,
+            inputs={role: ref.stage for role, ref in refs.items()},
+            skipped=result.skipped,
+            wall_s=time.perf_counter() - start,
+        )
+        if not result.skipped:
+            self.trained.append(name)
+        verb = "cached" if result.skipped else f"trained in {ckpt.wall_s:.0f}s"
+        self.say(f"[bold]{name}[/] ({kind}): {verb} -> {result.path.name}")
+        return ckpt
+
+    def _init(self, world_dir: Path | None) -> Checkpoint:
+        from training import StageInputs
+
+        model = self.cfg.model
+        if model.path:
+            source = Path(model.path).expanduser()
+        elif world_dir is not None:
+            from harness.world import WORLD_FILES
+
+            source = world_dir / WORLD_FILES["tokenizer"]
+        else:
+            raise ValueError("model.fresh needs a tokenizer: configure `world:` or give `model.path`")
+        inputs = StageInputs(parent=source, data=None, seed=self.cfg.seed, trust_remote_code=model.trust_remote_code)
+        return self._train("init", INIT, model, inputs)
+
+    def _stage(self, spec: StageSpec, world_dir: Path | None) -> Checkpoint:
+        from training import StageInputs
+
+        inputs = StageInputs(
+            parent=self.checkpoints[spec.from_].path,
+            data=stage_data(spec, world_dir),
+            reward=self.checkpoints[spec.reward].path if spec.reward else None,
+            seed=self.cfg.seed,
+            trust_remote_code=self.cfg.model.trust_remote_code,
+        )
+        return self._train(spec.kind, spec.name, spec.stage_config(), inputs)
+
+    def _record(self, store: Store, run_id: str, ckpt: Checkpoint, status: str = "complete") -> None:
+        manifest = artifacts.read_manifest(ckpt.path)
+        store.upsert_checkpoint(
+            run_id, ckpt.stage, ckpt.kind, ckpt.parent, ckpt.content_hash, str(ckpt.path), status,
+            metrics=manifest.metrics, inputs=ckpt.inputs,
+        )
+
+    # ------------------------------------------------------------------ main
+
+    def run(self) -> RunResult:
+        start = time.perf_counter()
+        cfg = self.cfg
+        self.layout.output_dir.mkdir(parents=True, exist_ok=True)
+        world_dir, card = ensure_world(cfg, self.layout, self.say)
+        with Store(self.layout.store_path) as store:
+            run_id = None if self.new_run else _existing_run(store, cfg)
+            run_id = store.create_run(cfg.name, dump(cfg), card, run_id=run_id)
+            self.say(f"run [bold]{run_id}[/] ({cfg.name}) -> {self.layout.output_dir}")
+            evaluator = Evaluator(cfg, store, run_id, world_dir, card, self.say)
+            order = topological_order(cfg)
+            reward_stage = next((s.name for s in order if s.kind == "reward"), None)
+            current: StageSpec | None = None
+            try:
+                self.checkpoints[INIT] = ckpt = self._init(world_dir)
+                self._record(store, run_id, ckpt)
+                evaluator.evaluate(EvalPlan.of(ckpt, reward=None, defer_reward=reward_stage is not None))
+                for current in order:
+                    ckpt = self._stage(current, world_dir)
+                    self.checkpoints[current.name] = ckpt
+                    self._record(store, run_id, ckpt)
+                    if current.kind == "reward":
+                        evaluator.record_reward_model(ckpt)
+                        evaluator.flush_deferred(ckpt)
+                        continue
+                    reward = self.checkpoints.get(reward_stage) if reward_stage else None
+                    evaluator.evaluate(
+                        EvalPlan.of(ckpt, reward=reward, defer_reward=reward_stage is not None and reward is None)
+                    )
+                evaluator.flush_deferred(None)  # a run whose reward stage never came: score without it
+            except BaseException:
+                failed = current.name if current is not None else INIT
+                ckpt = self.checkpoints.get(failed)
+                store.finish_run(run_id, "failed")
+                self.say(f"[red]run {run_id} failed at stage {failed!r}[/]" + (f" ({ckpt.path})" if ckpt else ""))
+                raise
+            self._after_run(store, run_id)
+            store.finish_run(run_id, "complete")
+            summary_path = self.layout.summary_path(run_id)
+            from harness.summary import write_summary
+
+            write_summary(store, run_id, summary_path, self.console)
+        return RunResult(run_id, self.checkpoints, self.trained, evaluator.computed, time.perf_counter() - start,
+                         summary_path)
+
+    def train_one(self, stage_name: str) -> Checkpoint:
+        """Train (or confirm cached) one stage whose inputs already exist complete; no evaluation."""
+        from training import StageInputs
+        from training.runtime import stage_identity
+
+        world_dir, _ = ensure_world(self.cfg, self.layout, self.say)
+        needed, frontier = set(), [self.cfg.stage(stage_name)]
+        while frontier:  # the target's ancestors (parents and reward models)
+            spec = frontier.pop()
+            for dep in (spec.from_, spec.reward):
+                if dep and dep != INIT and dep not in needed:
+                    needed.add(dep)
+                    frontier.append(self.cfg.stage(dep))
+        self.checkpoints[INIT] = self._init(world_dir)
+        for spec in topological_order(self.cfg):
+            if spec.name == stage_name:
+                return self._stage(spec, world_dir)
+            if spec.name not in needed:
+                continue
+            inputs = StageInputs(
+                parent=self.checkpoints[spec.from_].path, data=stage_data(spec, world_dir),
+                reward=self.checkpoints[spec.reward].path if spec.reward else None, seed=self.cfg.seed,
+                trust_remote_code=self.cfg.model.trust_remote_code,
+            )
+            ident = stage_identity(spec.kind, spec.name, spec.stage_config(), inputs, self.layout)
+            if not artifacts.is_complete(ident.path, ident.content_hash):
+                raise RuntimeError(
+                    f"stage {stage_name!r} needs {spec.name!r}, which has no complete checkpoint "
+                    f"({ident.path}); train it first (`harness train {spec.name}`) or run the pipeline"
+                )
+            self.checkpoints[spec.name] = Checkpoint(spec.name, spec.kind, ident.path, ident.content_hash, spec.from_)
+        raise KeyError(stage_name)
+
+    def _after_run(self, store: Store, run_id: str) -> None:
+        """Stage attribution, computed once per run and stored (report, gate, dashboard read it)."""
+        try:
+            from harness.report import compute_and_store_effects
+        except ImportError:  # attribution not installed in this build
+            return
+        compute_and_store_effects(store, run_id)
+
+
+def _progress_callback(say: Callable[[str], None], stage: str) -> Any:
+    """A TrainerCallback printing step, loss and ETA about ten times per stage."""
+    try:
+        from transformers import TrainerCallback
+    except ImportError:  # pragma: no cover
+        return None
+
+    class Progress(TrainerCallback):
+        def __init__(self) -> None:
+            self.start = time.perf_counter()
+            self.last_loss: float | None = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if logs and "loss" in logs:
+                self.last_loss = float(logs["loss"])
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            total = max(state.max_steps, 1)
+            every = max(total // 10, 1)
+            if state.global_step % every == 0 or state.global_step == total:
+                elapsed = time.perf_counter() - self.start
+                eta = elapsed / max(state.global_step, 1) * (total - state.global_step)
+                loss = f" loss {self.last_loss:.3f}" if self.last_loss is not None else ""
+                say(f"  {stage}: step {state.global_step}/{total}{loss}  elapsed {elapsed:.0f}s  eta {eta:.0f}s")
+
+    return Progress()
