@@ -231,6 +231,26 @@ def export(
     console.print(f"wrote {len(written)} files to {out}")
 
 
+@app.command("gate")
+def gate(
+    store: Path = typer.Option(..., "--store", help="Results store file, or the output_dir holding it."),
+    run_id: str | None = typer.Option(None, "--run", help="Run id (default: the latest run)."),
+    candidate: str = typer.Option(..., "--candidate", help="Stage to gate, e.g. ppo."),
+    baseline: str | None = typer.Option(None, "--baseline", help="Stage to compare against, e.g. sft."),
+    rules: Path | None = typer.Option(None, "--rules", help="Gate rules YAML (default: the run config's gate:)."),
+    junit: Path | None = typer.Option(None, "--junit", help="Write JUnit XML here."),
+    summary: Path | None = typer.Option(None, "--summary", help="Write the Markdown summary here."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write gate_report.json here."),
+) -> None:
+    """Gate a checkpoint against thresholds and a baseline (exit 0 pass, 1 failed, 2 usage/config, 3 internal).
+
+    Example: harness gate --store runs/default --candidate ppo --baseline sft --rules examples/gate_rules.yaml
+    """
+    from harness.gate import run_gate
+
+    raise typer.Exit(run_gate(store, run_id, candidate, baseline, rules, junit, summary, json_path))
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m harness.cli`
     app()
 

@@ -178,6 +178,36 @@ class GateSpec(Strict):
     on_missing: Literal["fail", "warn"] = Field("fail", description="What a missing baseline/suite/metric does.")
     rules: list[GateRule] = Field(default_factory=list, description="The thresholds.")
 
+    @classmethod
+    def from_mapping(cls, raw: Any, source: str, prefix: str = "") -> GateSpec:
+        """Validate a gate mapping (mode, alpha, on_missing, rules); ConfigError names source and key."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: {prefix or 'top level'}: expected a mapping with `rules:` "
+                              f"(and optional mode, alpha, on_missing), got {type(raw).__name__}")
+        try:
+            spec = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise _format(source, [(prefix + _loc_path(e["loc"]), _pydantic_msg(e)) for e in exc.errors()]) from None
+        if not spec.rules:
+            raise ConfigError(f"{source}: {prefix}rules: no rules given; expected at least one")
+        return spec
+
+    @classmethod
+    def load(cls, path: str | Path) -> GateSpec:
+        """Gate rules from a YAML file: the gate mapping itself, or a pipeline config with `gate:`."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: gate rules file not found")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise ConfigError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        if isinstance(raw, dict) and "rules" not in raw and isinstance(raw.get("gate"), dict):
+            return cls.from_mapping(raw["gate"], str(path), "gate.")
+        return cls.from_mapping(raw, str(path))
+
 
 # --------------------------------------------------------------------------- pipeline
 
@@ -209,10 +239,9 @@ class PipelineConfig(Strict):
 
 def _graph_errors(cfg: PipelineConfig) -> list[tuple[str, str]]:
     """Semantic checks pydantic cannot express; returns (key path, message) pairs."""
+    from harness.backends import BACKENDS
     from suites import SUITES
     from training import STAGES
-
-    from harness.backends import BACKENDS
 
     errors: list[tuple[str, str]] = []
     names = [s.name for s in cfg.stages]

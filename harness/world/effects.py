@@ -31,7 +31,7 @@ def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
     span = max(shares) / min(shares)
     out.append(_effect("pretrain", "topic_coverage.accuracy", "increase",
                        "facts of the evaluation entities appear only in the pretraining corpus"))
-    out.append(_effect("pretrain", "hallucination.accuracy", "increase",
+    out.append(_effect("pretrain", "hallucination.mc_accuracy", "increase",
                        "cloze probes on evaluation facts: knowledge comes from pretraining"))
     if len(shares) >= 3 and span >= SHARE_SPAN_MIN:
         out.append(_effect("pretrain", "topic_coverage.share_correlation", "increase",

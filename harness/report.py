@@ -1,0 +1,239 @@
+"""The attribution report of a run.
+
+Effects are computed **once** per run (:func:`compute_and_store_effects`) and stored in the
+store's effects table; the Markdown report (:func:`render_report`), the terminal tables
+(:func:`print_report`), the gate and the dashboard all read those rows, so they agree.
+Lineage decompositions are re-derived from the stored samples (pure and deterministic).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from harness.attribution import (
+    ALPHA,
+    DECISION_RULE,
+    RATE_MIN_EFFECT,
+    RELATIVE_MIN_EFFECT,
+    RM_CORR_THRESHOLD,
+    TOKENS_METRIC,
+    Lineage,
+    lineage_decompositions,
+    lineage_paths,
+    planted_recovery,
+    reward_hacking_flags,
+    stage_effects,
+)
+from harness.store import Store
+
+Row = dict[str, Any]
+
+
+def compute_and_store_effects(store: Store, run_id: str | None = None, *, alpha: float = ALPHA,
+                              min_effect: Mapping[str, float | str] | None = None, seed: int = 0,
+                              corr_threshold: float = RM_CORR_THRESHOLD) -> pd.DataFrame:
+    """Compute every stage effect of a run (latest run when None), attach the reward-hacking
+    flag of each stage to its ``verbosity.mean_tokens`` row (``details.reward_hacking``),
+    replace the run's effects in the store in one transaction, and return them as stored."""
+    run_id = store.require_run(run_id)
+    rows = _compute(store, run_id, alpha, min_effect, seed, corr_threshold)
+    store.replace_effects(run_id, [{k: v for k, v in r.items() if k != "run_id"} for r in rows])
+    return store.effects(run_id)
+
+
+def _compute(store: Store, run_id: str, alpha: float, min_effect: Mapping[str, float | str] | None,
+             seed: int, corr_threshold: float) -> list[Row]:
+    metrics, checkpoints = store.metrics(run_id), store.checkpoints(run_id)
+    card = store.get_run(run_id).get("world_card")
+    rows = stage_effects(metrics, store.samples(run_id), checkpoints, card, alpha, min_effect, seed, run_id)
+    flags = reward_hacking_flags(rows, metrics, checkpoints, alpha, corr_threshold)
+    for r in rows:
+        if r["metric"] == TOKENS_METRIC and r["stage"] in flags:
+            r["details"]["reward_hacking"] = flags[r["stage"]]
+    return rows
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+
+
+def _signed(x: Any) -> str:
+    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:+.3g}"
+
+
+def _ci(low: Any, high: Any) -> str:
+    return "" if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)) \
+        else f" [{low:.3g}, {high:.3g}]"
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return out
+
+
+def _records(effects: pd.DataFrame | list[Row]) -> list[Row]:
+    if isinstance(effects, list):
+        return effects
+    clean = effects.astype(object).where(effects.notna(), None)
+    return clean.to_dict("records")
+
+
+def _effects_for_report(store: Store, run_id: str) -> list[Row]:
+    stored = store.effects(run_id)
+    if not stored.empty:
+        return _records(stored)
+    if store.readonly:  # nothing stored and not allowed to store: compute in memory
+        return _compute(store, run_id, ALPHA, None, 0, RM_CORR_THRESHOLD)
+    return _records(compute_and_store_effects(store, run_id))
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+def render_report(store: Store, run_id: str | None = None) -> str:
+    """The Markdown attribution report of a run (latest when None). Uses the stored effects;
+    computes and stores them first when there are none (in memory only on a read-only store)."""
+    run_id = store.require_run(run_id)
+    run = store.get_run(run_id)
+    effects = _effects_for_report(store, run_id)
+    metrics, checkpoints = store.metrics(run_id), store.checkpoints(run_id)
+    alpha = next((r["details"].get("alpha") for r in effects if r["details"].get("alpha")), ALPHA)
+    lin = Lineage(checkpoints, metrics["stage"].unique() if not metrics.empty else ())
+    stages = [s for s in lin.order if s in lin.evaluated]
+    out = [f"# Attribution report — {run.get('name')} (run `{run_id}`)", "",
+           f"Stages (lineage order): {' → '.join(stages) or '—'}; α = {alpha}.", ""]
+    out += _summary_section(metrics, stages)
+    head = [r for r in effects if r["family"] == "headline"]
+    out += ["## Stage effects (child − parent on the same items)", ""]
+    out += _table(["stage", "parent", "metric", "effect [95% CI]", "p", "p (Holm)", "n", "test", "expected",
+                   "attributed", "reason"],
+                  ([r["stage"], r["parent_stage"], r["metric"], _signed(r["effect"]) + _ci(r["ci_low"], r["ci_high"]),
+                    _num(r["p_value"]), _num(r["p_adjusted"]), _num(r["n"]), r["test"],
+                    r["expected_direction"] or "", "**✔**" if r["attributed"] else "",
+                    r["details"].get("reason", "")] for r in head)) + [""]
+    breakdown = [r for r in effects if r["family"] == "breakdown"]
+    if breakdown:
+        out += ["<details><summary>Breakdown effects (not in the Holm family, never attributed)</summary>", ""]
+        out += _table(["stage", "metric", "effect [95% CI]", "p", "n"],
+                      ([r["stage"], r["metric"], _signed(r["effect"]) + _ci(r["ci_low"], r["ci_high"]),
+                        _num(r["p_value"]), _num(r["n"])] for r in breakdown)) + ["", "</details>", ""]
+    out += _decomposition_section(store, run_id, metrics, checkpoints)
+    out += _flips_section(head)
+    out += _reward_hacking_section(effects, metrics, checkpoints, alpha)
+    out += ["## Decision rule", "", DECISION_RULE.format(alpha=alpha, rate=RATE_MIN_EFFECT, rel=RELATIVE_MIN_EFFECT),
+            ""]
+    out += _recovery_section(effects, run.get("world_card"), lin)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _summary_section(metrics: pd.DataFrame, stages: list[str]) -> list[str]:
+    if metrics.empty:
+        return ["No evaluations stored for this run yet.", ""]
+    head = metrics[~metrics["metric"].str.contains("[", regex=False)]
+    cells: dict[tuple[str, str], str] = {}
+    for r in _records(head):
+        cells.setdefault((r["metric"], r["stage"]), _num(r["value"]) + _ci(r["ci_low"], r["ci_high"]))
+    names = sorted(head["metric"].unique())
+    return ["## Metrics by stage (value [95% CI])", ""] + _table(
+        ["metric", *stages], ([m, *(cells.get((m, s), "") for s in stages)] for m in names)) + [""]
+
+
+def _decomposition_section(store: Store, run_id: str, metrics: pd.DataFrame,
+                           checkpoints: pd.DataFrame) -> list[str]:
+    decs = lineage_decompositions(metrics, store.samples(run_id), checkpoints)
+    if not decs:
+        return []
+    out = ["## Lineage decompositions (per-stage contributions on the items every stage has; "
+           "they sum to the total)", ""]
+    for path in lineage_paths(checkpoints):
+        rows = [d for d in decs if d["lineage"] == path]
+        if not rows:
+            continue
+        steps = path[1:]
+        out += [f"**{' → '.join(path)}**", ""]
+        out += _table(["metric", "root value", *(f"Δ {s}" for s in steps), "total", "leaf value", "items"],
+                      ([d["metric"], _num(d["root_value"]),
+                        *(_signed(next((c["effect"] for c in d["contributions"] if c["stage"] == s), None))
+                          for s in steps),
+                        _signed(d["total"]), _num(d["leaf_value"]), d["n"] if d["basis"] == "items" else "aggregate"]
+                       for d in rows)) + [""]
+    return out
+
+
+def _flips_section(head: list[Row]) -> list[str]:
+    rows = [r for r in head if (r["details"].get("flips") or {}).get("up", 0) + (r["details"].get("flips") or {})
+            .get("down", 0) > 0]
+    if not rows:
+        return []
+    return ["## Sample flips (items whose outcome changed at the stage)", ""] + _table(
+        ["stage", "metric", "up (0→1 / rose)", "down (1→0 / fell)", "n", "examples up", "examples down"],
+        ([r["stage"], r["metric"], r["details"]["flips"]["up"], r["details"]["flips"]["down"], _num(r["n"]),
+          ", ".join(r["details"]["flips"]["up_ids"][:3]), ", ".join(r["details"]["flips"]["down_ids"][:3])]
+         for r in rows)) + [""]
+
+
+def _reward_hacking_section(effects: list[Row], metrics: pd.DataFrame, checkpoints: pd.DataFrame,
+                            alpha: float) -> list[str]:
+    flags = {r["stage"]: r["details"]["reward_hacking"] for r in effects
+             if r["metric"] == TOKENS_METRIC and r["details"].get("reward_hacking")}
+    flags = flags or reward_hacking_flags(effects, metrics, checkpoints, alpha)
+    if not flags:
+        return []
+    yes = lambda b: "yes" if b else "no"  # noqa: E731
+    return ["## Reward-hacking flags", "",
+            "A stage is flagged when verbosity.mean_tokens and verbosity.reward_mean rise significantly, "
+            "no knowledge accuracy rises significantly, and its reward model's reward_model.reward_length_corr "
+            "exceeds the threshold.", ""] + _table(
+        ["stage", "tokens up", "reward up", "knowledge not up", "RM length corr", "flagged", "reason"],
+        ([s, yes(f["tokens_up"]), yes(f["reward_up"]), yes(f["knowledge_not_up"]),
+          f"{_num(f['reward_length_corr'])} (> {f['corr_threshold']}?)", "**FLAGGED**" if f["flagged"] else "no",
+          f["reason"]] for s, f in flags.items())) + [""]
+
+
+def _recovery_section(effects: list[Row], card: Mapping[str, Any] | None, lin: Lineage) -> list[str]:
+    if not card or not card.get("expected_effects"):
+        return ["No world card with expected effects: planted-cause recovery not checked.", ""]
+    rec = planted_recovery(effects, card, kinds=lin.kind)
+    return ["## Planted causes (world card)", "", *(f"- {line}" for line in rec["lines"][1:]), "",
+            rec["summary"]]
+
+
+# --------------------------------------------------------------------------- terminal
+
+
+def print_report(store: Store, run_id: str | None = None, console: Console | None = None) -> None:
+    """Headline effects, reward-hacking flags and the planted-recovery line as rich tables."""
+    console = console or Console()
+    run_id = store.require_run(run_id)
+    effects = _effects_for_report(store, run_id)
+    table = Table(title=f"Stage effects — run {run_id}", show_lines=False)
+    for col in ("stage", "parent", "metric", "effect [95% CI]", "p (Holm)", "n", "expected", "attributed"):
+        table.add_column(col, justify="right" if col in ("n", "p (Holm)") else "left")
+    for r in (r for r in effects if r["family"] == "headline"):
+        table.add_row(r["stage"], r["parent_stage"] or "", r["metric"],
+                      _signed(r["effect"]) + _ci(r["ci_low"], r["ci_high"]), _num(r["p_adjusted"]),
+                      _num(r["n"]), r["expected_direction"] or "",
+                      "[bold green]✔[/]" if r["attributed"] else "")
+    console.print(table)
+    for r in effects:
+        f = r["details"].get("reward_hacking") if r["metric"] == TOKENS_METRIC else None
+        if f:
+            console.print(f"reward hacking at {r['stage']}: "
+                          f"{'[bold red]FLAGGED[/]' if f['flagged'] else 'not flagged'} ({f['reason']})")
+    card = store.get_run(run_id).get("world_card")
+    if card and card.get("expected_effects"):
+        lin = Lineage(store.checkpoints(run_id))
+        console.print(planted_recovery(effects, card, kinds=lin.kind)["summary"], highlight=False)

@@ -1,0 +1,235 @@
+"""Stage attribution on synthetic stores built through the real Store API: a planted effect
+is attributed at its stage and only there, null stages stay quiet, the decomposition
+telescopes, flips are counted, reward hacking is flagged, recovery is checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.attribution import (
+    decompose,
+    lineage_decompositions,
+    lineage_paths,
+    planted_recovery,
+    reward_hacking_flags,
+    sample_flips,
+    stage_effects,
+)
+from harness.paired import qualify
+from harness.report import compute_and_store_effects, print_report, render_report
+from harness.store import Store
+
+DEC = {"max_new_tokens": 64, "temperature": 0.0}
+N = 200
+CARD = {"expected_effects": [
+    {"stage": "pretrain", "metric": "hallucination.mc_accuracy", "direction": "increase", "why": "facts"},
+    {"stage": "ppo", "metric": "refusal.harmful_refusal_rate", "direction": "increase", "why": "prefs"},
+    {"stage": "dpo", "metric": "refusal.harmful_refusal_rate", "direction": "flat", "why": "null"},
+    {"stage": "ppo", "metric": "verbosity.mean_tokens", "direction": "increase", "why": "length bias"},
+    {"stage": "sft", "metric": "refusal.harmful_refusal_rate", "direction": "flat", "why": "latent"},
+]}
+
+
+def add_eval(store: Store, run_id: str, stage: str, suite: str, outcomes: dict[str, dict[str, float]],
+             backend: str = "hf", extra: list[dict] | None = None, samples_per_item: int = 1) -> None:
+    """One evaluation whose metrics are the means of the per-item outcomes (plus `extra` rows)."""
+    key = f"{run_id}-{stage}-{suite}-{backend}"
+    store.begin_evaluation(key, run_id, stage, suite, "1", "items", backend, DEC)
+    names = sorted({m for o in outcomes.values() for m in o})
+    metrics = [{"metric": qualify(m, suite), "value": float(np.mean([o[m] for o in outcomes.values() if m in o])),
+                "ci_low": None, "ci_high": None, "n": sum(m in o for o in outcomes.values()),
+                "higher_is_better": True} for m in names]
+    samples = [{"item_id": item, "item_hash": f"h-{item}", "sample_index": j, "prompt": "p", "response": "r",
+                "outcome": o} for item, o in outcomes.items() for j in range(samples_per_item)]
+    store.write_evaluation(key, metrics + (extra or []), samples)
+
+
+def binary(rng: np.random.Generator, rate: float, base: np.ndarray | None = None, flip_to: float = 0.0) -> np.ndarray:
+    """0/1 outcomes: fresh draws at `rate`, or `base` with a share `flip_to` of its zeros set to 1."""
+    if base is None:
+        return (rng.random(N) < rate).astype(float)
+    out = base.copy()
+    out[(base == 0) & (rng.random(N) < flip_to)] = 1.0
+    return out
+
+
+def build(path: Path, planted: str = "ppo", ppo_backend: str = "hf") -> tuple[Store, str]:
+    """init -> pretrain -> sft -> {reward, ppo, dpo}; refusal planted at `planted`, knowledge at
+    pretrain, verbosity + reward up at ppo (with a length-correlated reward model)."""
+    rng = np.random.default_rng(0)
+    store = Store(path)
+    run = store.create_run("synthetic", {"name": "synthetic"}, CARD, run_id="run1")
+    for stage, kind, parent in [("init", "init", None), ("pretrain", "pretrain", "init"), ("sft", "sft", "pretrain"),
+                                ("reward", "reward", "sft"), ("ppo", "ppo", "sft"), ("dpo", "dpo", "sft")]:
+        inputs = {"parent": parent, "reward": "reward"} if stage == "ppo" else {"parent": parent}
+        store.upsert_checkpoint(run, stage, kind, parent, f"hash-{stage}", None, "complete", inputs=inputs)
+    ids = [f"q{i:03d}" for i in range(N)]
+    mc = {"init": binary(rng, 0.25)}
+    mc["pretrain"] = binary(rng, 0, mc["init"], 0.6)
+    mc["sft"] = mc["ppo"] = mc["dpo"] = mc["pretrain"]
+    refusal = {"sft": binary(rng, 0.1)}
+    for stage in ("ppo", "dpo"):
+        refusal[stage] = binary(rng, 0, refusal["sft"], 0.7 if stage == planted else 0.0)
+    tokens = {"sft": rng.normal(30, 5, N)}
+    tokens["ppo"] = tokens["sft"] + rng.normal(12, 3, N)
+    tokens["dpo"] = tokens["sft"] + rng.normal(0, 3, N)
+    reward = {s: tokens[s] / 10 + rng.normal(0, 0.1, N) for s in tokens}
+    for stage in ("init", "pretrain", "sft", "ppo", "dpo"):
+        add_eval(store, run, stage, "hallucination", {i: {"mc_accuracy": mc[stage][k]} for k, i in enumerate(ids)},
+                 extra=[{"metric": "topic_coverage.share_correlation", "value": 0.1 if stage == "init" else 0.9,
+                         "ci_low": -0.5 if stage == "init" else 0.6, "ci_high": 0.6 if stage == "init" else 0.98}])
+        if stage in refusal:
+            backend = ppo_backend if stage == "ppo" else "hf"
+            add_eval(store, run, stage, "refusal",
+                     {i: {"refusal.harmful_refusal_rate": refusal[stage][k],
+                          f"refusal.harmful_refusal_rate[{'a' if k % 2 else 'b'}]": refusal[stage][k]}
+                      for k, i in enumerate(ids)}, backend=backend)
+            add_eval(store, run, stage, "verbosity",
+                     {i: {"verbosity.mean_tokens": tokens[stage][k], "reward_mean": reward[stage][k]}
+                      for k, i in enumerate(ids)})
+    key = f"{run}-reward-reward_model"
+    store.begin_evaluation(key, run, "reward", "reward_model", "1", "pairs", "hf", DEC)
+    store.write_evaluation(key, [{"metric": "reward_model.reward_length_corr", "value": 0.7, "n": 100}], [])
+    return store, run
+
+
+def effects_of(store: Store, run: str, **kw: object) -> list[dict]:
+    return stage_effects(store.metrics(run), store.samples(run), store.checkpoints(run),
+                         store.get_run(run)["world_card"], run_id=run, **kw)  # type: ignore[arg-type]
+
+
+def by(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(r["stage"], r["metric"]): r for r in rows}
+
+
+@pytest.mark.parametrize("planted", ["ppo", "dpo"])
+def test_planted_effect_attributed_at_its_stage_only(tmp_path: Path, planted: str) -> None:
+    store, run = build(tmp_path / "s.sqlite", planted=planted)
+    rows = by(effects_of(store, run))
+    refusal = {s: rows[(s, "refusal.harmful_refusal_rate")] for s in ("ppo", "dpo")}
+    null = "dpo" if planted == "ppo" else "ppo"
+    assert refusal[planted]["attributed"] and refusal[planted]["effect"] > 0.5
+    assert refusal[planted]["test"] == "mcnemar" and refusal[planted]["p_adjusted"] < 0.01
+    assert refusal[planted]["details"]["flips"]["down"] == 0
+    assert not refusal[null]["attributed"] and refusal[null]["effect"] == 0
+    assert rows[("pretrain", "hallucination.mc_accuracy")]["attributed"]
+    assert not any(rows[(s, "hallucination.mc_accuracy")]["attributed"] for s in ("sft", "ppo", "dpo"))
+    # the reward stage is no policy; sft's parent is pretrain; breakdowns are never attributed
+    assert not any(r["stage"] == "reward" for r in rows.values())
+    assert rows[("sft", "hallucination.mc_accuracy")]["parent_stage"] == "pretrain"
+    assert not any(r["attributed"] for r in rows.values() if r["family"] == "breakdown")
+    assert all(r["p_adjusted"] is None for r in rows.values() if r["family"] == "breakdown")
+    # the verbosity suite's short key `reward_mean` is qualified by its suite
+    assert rows[("ppo", "verbosity.reward_mean")]["test"] == "sign_flip"
+    first = rows[("sft", "refusal.harmful_refusal_rate")]
+    assert first["effect"] is None and first["details"]["kind"] == "first_measured"
+
+
+def test_expected_direction_gates_attribution_and_recovery(tmp_path: Path) -> None:
+    store, run = build(tmp_path / "s.sqlite")
+    card = {"expected_effects": [{"stage": "ppo", "metric": "refusal.harmful_refusal_rate", "direction": "decrease"},
+                                 {"stage": "ppo", "metric": "verbosity.mean_tokens", "direction": "flat"}]}
+    rows = by(stage_effects(store.metrics(run), store.samples(run), store.checkpoints(run), card))
+    ref = rows[("ppo", "refusal.harmful_refusal_rate")]
+    assert not ref["attributed"] and "against the expected decrease" in ref["details"]["reason"]
+    tok = rows[("ppo", "verbosity.mean_tokens")]
+    assert tok["attributed"] and "expects it flat" in tok["details"]["reason"]
+    rec = planted_recovery(list(rows.values()), card)
+    assert rec["recovered"] == 0 and rec["expected"] == 2
+    allowed = {"expected_effects": [{**card["expected_effects"][1], "forbidden": "decrease"}]}
+    assert planted_recovery(list(rows.values()), allowed)["recovered"] == 1
+
+
+def test_aggregate_metric_reported_not_tested(tmp_path: Path) -> None:
+    store, run = build(tmp_path / "s.sqlite")
+    row = by(effects_of(store, run))[("pretrain", "topic_coverage.share_correlation")]
+    assert row["test"] == "none" and row["p_value"] is None and not row["attributed"]
+    assert row["effect"] == pytest.approx(0.8) and row["details"]["descriptive_shift"] is True
+
+
+def test_results_are_deterministic(tmp_path: Path) -> None:
+    store, run = build(tmp_path / "s.sqlite")
+    assert json.dumps(effects_of(store, run), sort_keys=True) == json.dumps(effects_of(store, run), sort_keys=True)
+
+
+def test_cross_backend_pair_is_refused(tmp_path: Path) -> None:
+    store, run = build(tmp_path / "s.sqlite", ppo_backend="vllm")
+    row = by(effects_of(store, run))[("ppo", "refusal.harmful_refusal_rate")]
+    assert row["effect"] is None and not row["attributed"]
+    assert row["details"]["kind"] == "not_comparable" and "backend: parent 'hf' vs child 'vllm'" in row["details"]["reason"]
+
+
+def test_lineage_paths_and_telescoping(tmp_path: Path) -> None:
+    store, run = build(tmp_path / "s.sqlite")
+    paths = lineage_paths(store.checkpoints(run))
+    assert paths == [["init", "pretrain", "sft", "ppo"], ["init", "pretrain", "sft", "dpo"]]
+    decs = lineage_decompositions(store.metrics(run), store.samples(run), store.checkpoints(run))
+    assert decs
+    for d in decs:
+        assert sum(c["effect"] for c in d["contributions"]) == pytest.approx(d["total"], abs=1e-12)
+        assert d["total"] == pytest.approx(d["leaf_value"] - d["root_value"], abs=1e-12)
+    # telescoping on the common items, even when stages have different item sets
+    values = {"a": {"1": 0.0, "2": 1.0, "3": 0.0}, "b": {"1": 1.0, "2": 1.0}, "c": {"1": 1.0, "2": 0.0, "4": 1.0}}
+    d = decompose(["a", "b", "c"], values)
+    assert d["n"] == 2 and [c["effect"] for c in d["contributions"]] == [0.5, -0.5] and d["total"] == 0.0
+
+
+def _samples(stage: str, outcomes: dict[str, list[float]]) -> pd.DataFrame:
+    rows = [{"stage": stage, "suite": "refusal", "eval_key": stage, "item_id": item, "sample_index": j,
+             "outcome": {"harmful_refusal_rate": v}} for item, vs in outcomes.items() for j, v in enumerate(vs)]
+    return pd.DataFrame(rows)
+
+
+def test_sample_flips_both_ways_with_samples_averaged() -> None:
+    parent = _samples("sft", {"a": [0], "b": [1], "c": [0], "d": [1], "e": [0]})
+    child = _samples("ppo", {"a": [1], "b": [0], "c": [1], "d": [1], "e": [1, 0], "z": [1]})
+    flips = sample_flips(parent, child, "refusal.harmful_refusal_rate")
+    assert (flips["n"], flips["up"], flips["down"]) == (5, 3, 1)
+    assert flips["up_ids"] == ["a", "c", "e"] and flips["down_ids"] == ["b"]
+
+
+def test_reward_hacking_flag(tmp_path: Path) -> None:
+    store, run = build(tmp_path / "s.sqlite")
+    rows = effects_of(store, run)
+    flags = reward_hacking_flags(rows, store.metrics(run), store.checkpoints(run))
+    assert flags["ppo"]["flagged"] and flags["ppo"]["reward_stage"] == "reward"
+    assert not flags["dpo"]["flagged"] and "tokens_up" in flags["dpo"]["reason"]
+    strict = reward_hacking_flags(rows, store.metrics(run), store.checkpoints(run), corr_threshold=0.8)
+    assert not strict["ppo"]["flagged"] and "reward_length_corr_high" in strict["ppo"]["reason"]
+
+
+def test_planted_recovery_line(tmp_path: Path) -> None:
+    store, run = build(tmp_path / "s.sqlite")
+    rec = planted_recovery(effects_of(store, run), CARD)
+    # sft refusal is first measured at sft: not measurable, so not recovered
+    # ppo's reward rise is real but not in the card: an unplanted attributed effect
+    assert rec["summary"] == "planted effects recovered: 4/5; unplanted effects attributed: 1"
+    assert rec["lines"][0] == rec["summary"]
+    assert any(line.startswith("[MISSED] sft refusal.harmful_refusal_rate") for line in rec["lines"])
+    assert any(line.startswith("[unplanted] ppo verbosity.reward_mean") for line in rec["lines"])
+    moved_store, moved_run = build(tmp_path / "m.sqlite", planted="dpo")
+    moved = planted_recovery(effects_of(moved_store, moved_run), CARD)
+    assert (moved["recovered"], moved["unplanted_attributed"]) == (2, 2)  # the refusal effect moved to dpo
+    assert any(line.startswith("[MISSED] dpo refusal.harmful_refusal_rate expected flat") for line in moved["lines"])
+
+
+def test_report_stores_effects_once_and_renders(tmp_path: Path) -> None:
+    store, run = build(tmp_path / "s.sqlite")
+    stored = compute_and_store_effects(store, run)
+    assert len(stored) > 10 and stored["attributed"].sum() >= 3
+    tok = stored[(stored.stage == "ppo") & (stored.metric == "verbosity.mean_tokens")].iloc[0]
+    assert tok["details"]["reward_hacking"]["flagged"]
+    md = render_report(store, run)
+    assert md.rstrip().endswith("planted effects recovered: 4/5; unplanted effects attributed: 1")
+    for part in ("## Stage effects", "## Decision rule", "Holm", "## Lineage decompositions", "## Sample flips",
+                 "**FLAGGED**", "init → pretrain → sft → ppo"):
+        assert part in md
+    store.close()
+    with Store(tmp_path / "s.sqlite", readonly=True) as ro:
+        assert render_report(ro, run) == md
+        print_report(ro, run)
