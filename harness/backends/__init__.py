@@ -5,6 +5,8 @@ from harness.registry import Registry
 BACKENDS: Registry = Registry(
     "backend",
     {
+        "hf": "harness.backends.hf:HFBackend",
+        "vllm": "harness.backends.vllm:VLLMBackend",
     },
 )
 
