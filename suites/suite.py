@@ -36,17 +36,22 @@ from harness.backends.base import Backend, Completion, Prompt, Sampling
 Family = Literal["headline", "breakdown"]
 OutcomeKind = Literal["binary", "continuous"]
 
-BASE_KINDS = frozenset({"init", "pretrain"})  # no chat ability yet: knowledge by cloze only
 CHAT_KINDS = frozenset({"sft", "ppo", "dpo", "rloo", "grpo", "kto", "orpo"})  # instruction-tuned
 NON_LM_KINDS = frozenset({"reward"})  # sequence classifiers: no suite applies
 
 
 def is_chat_checkpoint(kind: str, has_chat_template: bool = False) -> bool:
-    """Chat stage kinds are chat checkpoints; base kinds never are (even when their tokenizer
-    carries a template); any other kind is one when its checkpoint has a chat template."""
+    """Whether chat items (behaviour) run on a checkpoint of this kind.
+
+    Chat stage kinds always; ``init`` (random weights) and reward models never; any other kind,
+    ``pretrain`` included, when its tokenizer carries a chat template. Asking the base model
+    through the chat template gives the behaviour baseline (it never refuses or abstains on
+    purpose) against which SFT's effect is measured item by item; a base model whose
+    tokenizer has no template is measured by cloze only.
+    """
     if kind in CHAT_KINDS:
         return True
-    if kind in BASE_KINDS or kind in NON_LM_KINDS:
+    if kind in NON_LM_KINDS or kind == "init":
         return False
     return has_chat_template
 
