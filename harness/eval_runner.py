@@ -17,7 +17,7 @@ from typing import Any
 from harness.artifacts import canonical_json, sha256_text
 from harness.backends.base import cuda_available, decoding_key, open_backend, resolve_backend
 from harness.config import PipelineConfig, SuiteSpec
-from harness.evaluate import evaluate, suite_sampling
+from harness.evaluate import eval_key, evaluate, suite_sampling
 from harness.store import Store
 from suites import SUITES
 from suites.items import items_hash, select
@@ -39,7 +39,9 @@ def world_items(world_dir: Path | None) -> dict[str, Path]:
         return {}
     from harness.world import WORLD_FILES
 
-    return {key.split("/", 1)[1]: world_dir / rel for key, rel in WORLD_FILES.items() if key.startswith("eval/")}
+    items = {key.split("/", 1)[1]: world_dir / rel for key, rel in WORLD_FILES.items() if key.startswith("eval/")}
+    items["capabilities"] = items["topic_coverage"]  # lm-eval tasks are written from the knowledge items
+    return items
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,9 @@ class Evaluator:
         decoding = decoding_key(self.backend_name, sampling, self.cfg.backend.dtype, {"device": self.device})
         judge = spec.judge.model_dump(mode="json")
         reward_hash = reward.content_hash if (reward is not None and spec.name in REWARD_SUITES) else None
-        key = sha256_text(canonical_json({
-            "checkpoint": target.content_hash, "suite": spec.name, "suite_version": str(suite.version),
-            "items": items_hash(items), "judge": judge, "decoding": decoding, "reward": reward_hash,
-        }))
+        options = {"options": spec.options, "samples_per_item": spec.samples_per_item}
+        key = eval_key(target.content_hash, spec.name, str(suite.version), items_hash(items), judge,
+                       self.backend_name, decoding, reward_hash, options)
         return key, {"decoding": decoding, "items_hash": items_hash(items), "reward_hash": reward_hash,
                      "version": str(suite.version)}
 

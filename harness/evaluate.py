@@ -132,13 +132,18 @@ def eval_key(
     backend: str,
     decoding: Mapping[str, Any],
     reward_hash: str | None,
+    options: Mapping[str, Any] | None = None,
 ) -> str:
-    """The identity of one evaluation: sha256 of the canonical JSON of everything that decides its numbers."""
-    return sha256_text(canonical_json({
+    """The identity of one evaluation: sha256 of the canonical JSON of everything that decides its numbers
+    (``options``: the suite's own options and samples per item, when the caller has them)."""
+    key = {
         "checkpoint": checkpoint_hash, "suite": suite_name, "suite_version": str(suite_version),
         "items": items_hash, "judge": dict(judge), "backend": backend, "decoding": dict(decoding),
         "reward": reward_hash,
-    }))
+    }
+    if options:
+        key["options"] = dict(options)
+    return sha256_text(canonical_json(key))
 
 
 def result_key(checkpoint_hash: str, result: SuiteResult) -> str:

@@ -5,6 +5,11 @@ from harness.registry import Registry
 SUITES: Registry = Registry(
     "suite",
     {
+        "hallucination": "suites.hallucination:SUITE",
+        "refusal": "suites.refusal:SUITE",
+        "verbosity": "suites.verbosity:SUITE",
+        "topic_coverage": "suites.topic_coverage:SUITE",
+        "capabilities": "suites.capabilities:SUITE",
     },
 )
 
