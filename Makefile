@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: install test test-slow test-all demo lint bench clean
+.PHONY: install test test-slow test-browser test-all demo lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,8 +28,18 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow --durations=15
 
+# Real-browser dashboard test: installs Debian chromium + chromium-driver if missing (needs root + apt).
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -q -m browser tests/test_dashboard.py
+
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "" --durations=15
+
+# The product's main job on the embedded default: world -> pretrain -> sft -> reward -> ppo, dpo,
+# every checkpoint evaluated, attribution stored, summary printed (<= 15 min on 2 CPU cores).
+demo: $(STAMP)
+	$(BIN)/harness run default
+	$(BIN)/harness report --store runs/default
 
 lint: $(STAMP)
 	$(BIN)/ruff check harness training suites dashboards tests benchmarks

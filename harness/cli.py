@@ -251,6 +251,27 @@ def gate(
     raise typer.Exit(run_gate(store, run_id, candidate, baseline, rules, junit, summary, json_path))
 
 
+@app.command("dashboard")
+def dashboard(
+    store: Path = typer.Option(Path("runs/default"), "--store", help="Results store file, or the output_dir holding it."),
+    port: int = typer.Option(8501, "--port", help="Port to serve on."),
+    address: str = typer.Option("127.0.0.1", "--address", help="Interface to listen on (0.0.0.0 to share)."),
+) -> None:
+    """Serve the Streamlit dashboard on a results store (read-only).
+
+    Example: harness dashboard --store runs/default --port 8501
+    """
+    from dashboards.launch import launch
+    from harness.store import Store, StoreError
+
+    try:
+        path = Store.resolve_path(store)
+    except (StoreError, FileNotFoundError) as exc:
+        _fail_usage(str(exc))
+    console.print(f"dashboard on http://{address}:{port} for {path}")
+    raise typer.Exit(launch(path, port, headless=True, address=address).wait())
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m harness.cli`
     app()
 

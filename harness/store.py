@@ -129,7 +129,7 @@ class Store:
         with self._lock:
             df = pd.read_sql_query(sql, self._conn, params=list(params))
         for column in _FLOAT_COLUMNS.intersection(df.columns):
-            df[column] = df[column].astype("float64")  # all-NULL columns come back as object
+            df[column] = pd.to_numeric(df[column], errors="coerce").astype("float64")  # NULL or malformed -> NaN
         return df
 
     def _require(self, conn: sqlite3.Connection, table: str, column: str, value: str) -> tuple[Any, ...]:
