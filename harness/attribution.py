@@ -355,13 +355,16 @@ def planted_recovery(effects: pd.DataFrame | Iterable[Row], world_card: Mapping[
     """Check the attribution against the world card's expected effects.
 
     An ``increase`` / ``decrease`` expectation is recovered by an attributed effect of that
-    sign (for a metric without per-item outcomes: a descriptive shift of that sign). A
-    ``flat`` one is recovered unless an effect is attributed in its forbidden direction
-    (the entry's ``forbidden`` key: increase | decrease | both; default ``increase``, i.e.
-    "nothing planted pushes it up"). An expectation whose effect cannot be measured (no row,
-    metric first measured there, refused pairing) is not recovered, whatever its direction.
-    Expectations for stages not in the run are skipped.
-    Unplanted = attributed headline effects not matching an increase/decrease expectation.
+    sign; for a metric without per-item outcomes (a correlation over topics) the entry states
+    a level instead (``min_value``): recovered when the change has that sign and the child's
+    value reaches the level. A ``flat`` one is recovered unless an effect is attributed in its
+    forbidden direction (the entry's ``forbidden`` key: increase | decrease | both; default
+    ``both``). An expectation whose effect cannot be measured (no row, metric first measured
+    there, refused pairing) is not recovered, whatever its direction. Expectations for stages
+    not in the run are skipped.
+    Unplanted = attributed headline effects on a metric the card covers, at a stage or in a
+    direction it does not expect. Attributed effects on metrics the card never mentions
+    (derived ones such as ``verbosity.mean_words``) are listed apart, as not covered.
     """
     rows = [r for r in _rows(effects) if r.get("family", "headline") == "headline"]
     by = {(r["stage"], r["metric"]): r for r in rows}
@@ -380,9 +383,15 @@ def planted_recovery(effects: pd.DataFrame | Iterable[Row], world_card: Mapping[
             if r is None or r.get("effect") is None:
                 ok, how = False, d.get("reason", "not measured at this stage")
             elif direction == "flat":
-                forbidden = e.get("forbidden", "increase")
+                forbidden = e.get("forbidden", "both")
                 ok = not (shifted and (forbidden == "both" or _sign_ok(r["effect"], forbidden)))
                 how = f"effect {r['effect']:+.3g}, {'shift' if shifted else 'no shift'} attributed{tag}"
+            elif e.get("min_value") is not None:
+                child = d.get("child_value")
+                ok = child is not None and _sign_ok(r["effect"], direction) and (
+                    child >= e["min_value"] if direction == "increase" else child <= e["min_value"])
+                how = (f"effect {r['effect']:+.3g}, value {child if child is None else round(child, 3)} "
+                       f"vs required {e['min_value']}")
             else:
                 ok = shifted and _sign_ok(r["effect"], direction)
                 how = f"effect {r['effect']:+.3g}: {d.get('reason', '')}{tag}"
@@ -390,8 +399,13 @@ def planted_recovery(effects: pd.DataFrame | Iterable[Row], world_card: Mapping[
                 planted.add((stage, metric))
             k += ok
             lines.append(f"[{'ok' if ok else 'MISSED'}] {stage} {metric} expected {direction}: {how}")
-    unplanted = [r for r in rows if r.get("attributed") and (r["stage"], r["metric"]) not in planted]
+    covered = {e["metric"] for e in (world_card or {}).get("expected_effects", [])}
+    attributed = [r for r in rows if r.get("attributed") and (r["stage"], r["metric"]) not in planted]
+    unplanted = [r for r in attributed if r["metric"] in covered]
+    other = [r for r in attributed if r["metric"] not in covered]
     lines += [f"[unplanted] {r['stage']} {r['metric']} effect {r['effect']:+.3g} attributed" for r in unplanted]
+    lines += [f"[not covered by the card] {r['stage']} {r['metric']} effect {r['effect']:+.3g} attributed"
+              for r in other]
     summary = f"planted effects recovered: {k}/{n}; unplanted effects attributed: {len(unplanted)}"
     return {"recovered": k, "expected": n, "unplanted_attributed": len(unplanted), "summary": summary,
-            "lines": [summary, *lines]}
+            "not_covered_attributed": len(other), "lines": [summary, *lines]}

@@ -207,14 +207,14 @@ def test_planted_recovery_line(tmp_path: Path) -> None:
     store, run = build(tmp_path / "s.sqlite")
     rec = planted_recovery(effects_of(store, run), CARD)
     # sft refusal is first measured at sft: not measurable, so not recovered
-    # ppo's reward rise is real but not in the card: an unplanted attributed effect
-    assert rec["summary"] == "planted effects recovered: 4/5; unplanted effects attributed: 1"
-    assert rec["lines"][0] == rec["summary"]
+    # ppo's reward rise is real but its metric is not in the card: listed apart, not "unplanted"
+    assert rec["summary"] == "planted effects recovered: 4/5; unplanted effects attributed: 0"
+    assert rec["lines"][0] == rec["summary"] and rec["not_covered_attributed"] == 1
     assert any(line.startswith("[MISSED] sft refusal.harmful_refusal_rate") for line in rec["lines"])
-    assert any(line.startswith("[unplanted] ppo verbosity.reward_mean") for line in rec["lines"])
+    assert any(line.startswith("[not covered by the card] ppo verbosity.reward_mean") for line in rec["lines"])
     moved_store, moved_run = build(tmp_path / "m.sqlite", planted="dpo")
     moved = planted_recovery(effects_of(moved_store, moved_run), CARD)
-    assert (moved["recovered"], moved["unplanted_attributed"]) == (2, 2)  # the refusal effect moved to dpo
+    assert (moved["recovered"], moved["unplanted_attributed"]) == (2, 1)  # the refusal effect moved to dpo
     assert any(line.startswith("[MISSED] dpo refusal.harmful_refusal_rate expected flat") for line in moved["lines"])
 
 
@@ -225,7 +225,7 @@ def test_report_stores_effects_once_and_renders(tmp_path: Path) -> None:
     tok = stored[(stored.stage == "ppo") & (stored.metric == "verbosity.mean_tokens")].iloc[0]
     assert tok["details"]["reward_hacking"]["flagged"]
     md = render_report(store, run)
-    assert md.rstrip().endswith("planted effects recovered: 4/5; unplanted effects attributed: 1")
+    assert md.rstrip().endswith("planted effects recovered: 4/5; unplanted effects attributed: 0")
     for part in ("## Stage effects", "## Decision rule", "Holm", "## Lineage decompositions", "## Sample flips",
                  "**FLAGGED**", "init → pretrain → sft → ppo"):
         assert part in md

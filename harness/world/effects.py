@@ -15,14 +15,17 @@ from harness.world.config import WorldConfig
 
 # Below these, a planted cause is too weak to claim an effect; at or above, the effect is planted.
 SHARE_SPAN_MIN = 3.0  # max/min topic share for a share-accuracy correlation
+SHARE_CORRELATION_MIN = 0.8  # Spearman(topic share, topic accuracy) a skewed corpus must produce at pretrain
 LATENT_REFUSAL_MAX = 0.2  # SFT refuses this rarely or less: refusal is latent after SFT
 SFT_REFUSAL_MIN = 0.5  # SFT refuses this often or more: the refusal effect is SFT's
 LENGTH_BIAS_MIN = 0.2  # annotators this biased or more: the reward model learns length
 STAGE_ORDER = ("pretrain", "sft", "reward", "ppo", "dpo")
 
 
-def _effect(stage: str, metric: str, direction: str, why: str) -> dict[str, str]:
-    return {"stage": stage, "metric": metric, "direction": direction, "why": why}
+def _effect(stage: str, metric: str, direction: str, why: str, **extra: Any) -> dict[str, Any]:
+    """One expected effect. Extras: ``forbidden`` (for ``flat``: which shift would contradict it,
+    default both) and ``min_value`` (for a metric without per-item outcomes: the level to reach)."""
+    return {"stage": stage, "metric": metric, "direction": direction, "why": why, **extra}
 
 
 def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
@@ -35,7 +38,8 @@ def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
                        "cloze probes on evaluation facts: knowledge comes from pretraining"))
     if len(shares) >= 3 and span >= SHARE_SPAN_MIN:
         out.append(_effect("pretrain", "topic_coverage.share_correlation", "increase",
-                           f"topic shares span {span:.0f}x: frequent topics are learned, rare ones not"))
+                           f"topic shares span {span:.0f}x: frequent topics are learned, rare ones not",
+                           min_value=SHARE_CORRELATION_MIN))
     elif span < 1.5:
         out.append(_effect("pretrain", "topic_coverage.share_correlation", "flat",
                            "topic shares are (nearly) equal: nothing for accuracy to correlate with"))
@@ -91,10 +95,12 @@ def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
     for stage in ("ppo", "dpo"):
         if b == 0 or not pads_pairs:
             out.append(_effect(stage, "verbosity.mean_tokens", "flat",
-                               "annotators have no length bias" if b == 0 else "no pair differs in padding"))
+                               "annotators have no length bias" if b == 0 else "no pair differs in padding",
+                               forbidden="increase"))  # KL and EOS penalties may shorten answers
         elif stage == "ppo" and cfg.sft_elaboration_fraction == 0:
             out.append(_effect(stage, "verbosity.mean_tokens", "flat",
-                               "the SFT policy never pads its answers, so RL has no length to amplify"))
+                               "the SFT policy never pads its answers, so RL has no length to amplify",
+                               forbidden="increase"))
         elif b >= LENGTH_BIAS_MIN:
             why = ("the reward model learns the annotators' length bias and PPO exploits it" if stage == "ppo"
                    else "chosen answers are padded more often than rejected ones")
