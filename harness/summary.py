@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.artifacts import write_text_atomic
@@ -64,7 +65,7 @@ def print_table(table: pd.DataFrame, title: str, console: Console) -> None:
     for stage in table.columns:
         rich_table.add_column(stage, justify="right")
     for metric, row in table.iterrows():
-        rich_table.add_row(str(metric), *(_fmt(v) for v in row))
+        rich_table.add_row(escape(str(metric)), *(_fmt(v) for v in row))
     console.print(rich_table)
 
 
@@ -87,5 +88,5 @@ def print_metrics(table: pd.DataFrame, title: str, console: Console) -> None:
         rich_table.add_column(col, justify=justify)
     for _, row in table.iterrows():
         ci = f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]" if row["ci_low"] is not None else "—"
-        rich_table.add_row(row["metric"], _fmt(row["value"]), ci, str(row["n"]), "↑" if row["higher_is_better"] else "↓")
+        rich_table.add_row(escape(row["metric"]), _fmt(row["value"]), ci, str(row["n"]), "↑" if row["higher_is_better"] else "↓")
     console.print(rich_table)

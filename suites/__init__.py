@@ -10,6 +10,7 @@ SUITES: Registry = Registry(
         "verbosity": "suites.verbosity:SUITE",
         "topic_coverage": "suites.topic_coverage:SUITE",
         "capabilities": "suites.capabilities:SUITE",
+        "truthfulqa": "suites.truthfulqa:SUITE",
     },
 )
 

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import Backend, Prompt
-from suites.items import Item, check_choice, check_cloze, fail, item_hash, load_items, require
+from suites.items import Item, check_choice, check_cloze, fail, item_hash, require
 from suites.judges import answer_label, is_correct
+from suites.loaders import load_suite_items
 from suites.suite import (
     NON_LM_KINDS,
     MetricDef,
@@ -82,7 +83,7 @@ class HallucinationSuite:
         return kind not in NON_LM_KINDS
 
     def load_items(self, path: Path | str) -> list[Item]:
-        return load_items(path, _check)
+        return load_suite_items(path, NAME, _check)
 
     def run(self, backend: Backend, items: list[Item], spec: Any, ctx: SuiteContext) -> SuiteResult:
         opts = suite_options(spec, {"mc_normalize": "none"})

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import Backend, Prompt
-from suites.items import Item, check_choice, item_hash, load_items, require
+from suites.items import Item, check_choice, item_hash, require
+from suites.loaders import load_suite_items
 from suites.suite import (
     MetricDef,
     Sample,
@@ -60,7 +61,7 @@ class RefusalSuite:
         return is_chat_checkpoint(kind, has_chat_template)
 
     def load_items(self, path: Path | str) -> list[Item]:
-        return load_items(path, _check)
+        return load_suite_items(path, NAME, _check)
 
     def run(self, backend: Backend, items: list[Item], spec: Any, ctx: SuiteContext) -> SuiteResult:
         suite_options(spec, {})

@@ -43,9 +43,10 @@ def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
     elif span < 1.5:
         out.append(_effect("pretrain", "topic_coverage.share_correlation", "flat",
                            "topic shares are (nearly) equal: nothing for accuracy to correlate with"))
-    for stage in ("sft", "ppo", "dpo"):
+    for stage in ("sft", "ppo", "dpo"):  # "this stage does not add knowledge" (the seed); forgetting may show
         out.append(_effect(stage, "topic_coverage.accuracy", "flat",
-                           "evaluation entities are never asked about after pretraining"))
+                           "evaluation entities are never asked about after pretraining: no knowledge is added",
+                           forbidden="increase"))
 
     # abstention: planted in SFT only (unless preferences are told to prefer it)
     abstain_pairs = cfg.preference_mix.abstain_unknown

