@@ -6,6 +6,12 @@ from training.stage import StageDef, StageInputs
 STAGES: Registry[StageDef] = Registry(
     "stage kind",
     {
+        "init": "training.init:STAGE",
+        "pretrain": "training.pretrain:STAGE",
+        "sft": "training.sft:STAGE",
+        "reward": "training.reward:STAGE",
+        "dpo": "training.dpo:STAGE",
+        "ppo": "training.ppo:STAGE",
     },
 )
 

@@ -1,0 +1,104 @@
+"""PPO's models and the forward passes it runs on them: policy / reference log-probs, per-token
+values, and sampling a rollout.
+
+Every forward sees the same layout as the rollout: a left-padded prompt followed by the
+response (padded after its first EOS), ``position_ids = cumsum(mask) - 1``, and logits
+divided by the sampling temperature — so the log-probs used in the PPO ratio are those of
+exactly the tokens that were sampled, from exactly the distribution they were sampled from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, GenerationConfig
+
+from harness.reward import require_safetensors, token_scores
+from training.ppo_core import entropy_of, logprobs_of, truncate_after_eos
+
+
+class ValueModel(torch.nn.Module):
+    """V(s_t) at every position: a sequence-classification model's backbone + score head, per token.
+
+    Initialised from the reward model (its head already maps hidden states to the reward scale,
+    so early value estimates are sensible) or, with ``value_init: policy``, from the SFT policy
+    with a fresh one-output head.
+    """
+
+    def __init__(self, path: Path, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        require_safetensors(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype
+        ).eval()  # eval mode: dropout off (autograd still works)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        return token_scores(self.model, input_ids, attention_mask, position_ids).float()
+
+
+def position_ids_of(mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding, as ``generate`` computes them."""
+    return (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def left_pad(rows: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def sampling_config(max_new_tokens: int, temperature: float, eos_id: int, pad_id: int) -> GenerationConfig:
+    """Plain ancestral sampling from softmax(logits / T): no top-k/top-p/repetition tricks, so the
+    log-probs PPO computes are those of the distribution actually sampled."""
+    return GenerationConfig(
+        do_sample=True, temperature=temperature, top_k=0, top_p=1.0, min_new_tokens=0,
+        max_new_tokens=max_new_tokens, eos_token_id=eos_id, pad_token_id=pad_id, repetition_penalty=1.0,
+    )
+
+
+@torch.no_grad()
+def sample(
+    policy: Any, queries: torch.Tensor, query_mask: torch.Tensor, gen: GenerationConfig, eos_id: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample responses; returns ``(responses cut after the first EOS, response mask, has_eos)``."""
+    out = policy.generate(input_ids=queries, attention_mask=query_mask, generation_config=gen)
+    return truncate_after_eos(out[:, queries.shape[1]:], eos_id, pad_id)
+
+
+def response_logits(
+    model: Any, queries: torch.Tensor, query_mask: torch.Tensor, responses: torch.Tensor, response_mask: torch.Tensor
+) -> torch.Tensor:
+    """Logits predicting each response token, ``[batch, R, vocab]``."""
+    width = responses.shape[1]
+    ids = torch.cat([queries, responses], dim=1)
+    mask = torch.cat([query_mask, response_mask], dim=1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_of(mask), logits_to_keep=width + 1,
+                use_cache=False)
+    return out.logits[:, :-1]
+
+
+def response_logprobs(
+    model: Any, queries: torch.Tensor, query_mask: torch.Tensor, responses: torch.Tensor, response_mask: torch.Tensor,
+    temperature: float, with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log π(a_t | s_t) at temperature T for each response token (and optionally the entropy)."""
+    logits = response_logits(model, queries, query_mask, responses, response_mask)
+    logprobs = logprobs_of(logits, responses, temperature)
+    entropy = entropy_of(logits.detach(), temperature) if with_entropy else None
+    return logprobs, entropy
+
+
+def response_values(
+    value_model: Any, queries: torch.Tensor, query_mask: torch.Tensor, responses: torch.Tensor, response_mask: torch.Tensor
+) -> torch.Tensor:
+    """V(s_t) for the state before each response token, ``[batch, R]``."""
+    ids = torch.cat([queries, responses], dim=1)
+    mask = torch.cat([query_mask, response_mask], dim=1)
+    values = value_model(ids, mask, position_ids_of(mask))
+    return values[:, queries.shape[1] - 1 : -1]

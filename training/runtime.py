@@ -1,0 +1,502 @@
+"""What every training stage shares, in one place: identity, caching, resuming, seeding, metrics.
+
+The pipeline (or ``harness train``) calls one function per stage::
+
+    result = execute("dpo", "dpo", config, StageInputs(parent=sft_dir, data=prefs_file, seed=0), layout)
+    result.path, result.manifest, result.skipped    # also unpacks as a 3-tuple
+
+``execute`` computes the stage's content hash (``harness.artifacts.content_hash`` over the
+stage config + seed, the content hash of every input checkpoint, the data fingerprint and
+``StageDef.version``), returns at once when a *complete* checkpoint with that hash exists
+(``skipped=True``, no training), and otherwise trains into
+``layout.checkpoint_dir(stage_name, hash)``: a ``started`` manifest first, then the stage's
+``run``, then metrics and the loss curve into the manifest, the completion marker last.
+An exception marks the checkpoint ``failed`` and raises :class:`StageFailed`.
+
+Inputs must be complete harness checkpoints (``artifacts.require_complete``), except for
+the ``init`` stage, whose parent is an external folder (the world tokenizer, or a user's
+HF model folder), identified by a fingerprint of its files.
+
+Stages use the helpers here so that they behave alike: :func:`train_args` (common
+``TrainingArguments`` kwargs), :func:`run_trainer` (``trainer.train(resume_from_checkpoint=...)``
+with the NaN guard, returning metrics), :func:`load_causal_lm` / :func:`load_tokenizer`
+(safetensors only), :func:`save_checkpoint`, :func:`read_rows` (data with row-level errors).
+Heavy imports (torch, transformers) happen inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness import artifacts
+from harness.artifacts import InputRef, Layout, Manifest
+from harness.config import INIT
+from training.stage import StageInputs
+
+THREADS_ENV = "HARNESS_TORCH_THREADS"  # overrides the torch thread count chosen on CPU
+
+
+class StageFailed(RuntimeError):
+    """A stage raised; its checkpoint is marked failed. The message names the stage and the cause."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss (or gradient norm) became NaN/Inf; raised by :class:`NonFiniteGuard`."""
+
+
+class StageResult(NamedTuple):
+    path: Path  # the checkpoint directory
+    manifest: Manifest
+    skipped: bool  # True: a complete checkpoint with the same content hash existed; nothing was trained
+
+
+class StageIdentity(NamedTuple):
+    content_hash: str
+    path: Path
+    inputs: dict[str, InputRef]
+    data_fingerprint: str
+    config: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- common options
+
+
+class TrainOptions(BaseModel):
+    """Trainer options every stage shares (each stage's ``Config`` extends this with its own fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
+    num_train_epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    per_device_train_batch_size: int = Field(16, ge=1, description="Examples per device per forward pass.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Forward passes per optimizer step.")
+    lr_scheduler_type: str = Field("cosine", description="transformers scheduler name: linear, cosine, constant, ...")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of the steps spent warming the learning rate up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    max_length: int = Field(256, ge=8, description="Longest training sequence in tokens (longer ones are truncated or dropped).")
+    logging_steps: int = Field(
+        1, ge=1, le=10, description="Log (and check the loss for NaN/Inf) every N steps; <= 10 so a NaN aborts within 10 steps."
+    )
+    save_steps: int = Field(100, ge=1, description="Save a resumable trainer checkpoint every N steps.")
+    save_total_limit: int = Field(2, ge=1, description="Trainer checkpoints kept for resuming (older ones are deleted).")
+    keep_trainer_state: bool = Field(False, description="Keep the resumable trainer checkpoints after the stage completes.")
+
+
+# --------------------------------------------------------------------------- identity, execute
+
+
+def _input_refs(kind: str, inputs: StageInputs) -> dict[str, InputRef]:
+    refs: dict[str, InputRef] = {}
+    checkpoints = {"parent": inputs.parent, "reward": inputs.reward, **inputs.extra.get("checkpoints", {})}
+    for role, path in checkpoints.items():
+        if path is None:
+            continue
+        path = Path(path)
+        if kind == INIT and role == "parent":  # an external folder: tokenizer or a user's HF model
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: the init stage's source folder does not exist")
+            refs[role] = InputRef(stage="external", content_hash=artifacts.fingerprint_paths([path]), path=str(path.resolve()))
+        else:
+            manifest = artifacts.require_complete(path)
+            refs[role] = InputRef(stage=manifest.stage, content_hash=manifest.content_hash, path=str(path.resolve()))
+    return refs
+
+
+def stage_identity(kind: str, stage_name: str, config: BaseModel, inputs: StageInputs, layout: Layout) -> StageIdentity:
+    """The content hash and checkpoint directory this stage would produce (reads input manifests only)."""
+    from training import STAGES
+
+    stage = STAGES.get(kind)
+    refs = _input_refs(kind, inputs)
+    if inputs.data is not None and not Path(inputs.data).exists():
+        raise FileNotFoundError(f"{inputs.data}: training data for stage {stage_name!r} does not exist")
+    data_fp = artifacts.fingerprint_paths([inputs.data]) if inputs.data is not None else ""
+    dumped = config.model_dump(mode="json")
+    keyed = {"kind": kind, "seed": inputs.seed, "options": dumped}
+    digest = artifacts.content_hash(keyed, {r: ref.content_hash for r, ref in refs.items()}, data_fp, stage.version)
+    return StageIdentity(digest, layout.checkpoint_dir(stage_name, digest), refs, data_fp, dumped)
+
+
+def execute(
+    kind: str,
+    stage_name: str,
+    config: BaseModel | dict[str, Any],
+    inputs: StageInputs,
+    layout: Layout,
+    *,
+    callbacks: list[Any] | None = None,
+) -> StageResult:
+    """Run one stage unless an identical complete checkpoint exists. See the module docstring.
+
+    ``config`` is the stage kind's ``Config`` (or a dict validated into it); ``callbacks`` are
+    extra ``transformers.TrainerCallback`` objects (e.g. a progress display) handed to the trainer.
+    """
+    from training import STAGES
+
+    stage = STAGES.get(kind)
+    if not isinstance(config, stage.Config):
+        config = stage.Config.model_validate(config if isinstance(config, dict) else config.model_dump())
+    ident = stage_identity(kind, stage_name, config, inputs, layout)
+    out = ident.path
+    if artifacts.is_complete(out, ident.content_hash):
+        return StageResult(out, artifacts.read_manifest(out), True)
+
+    main = is_main_process()
+    manifest = Manifest(
+        stage=stage_name,
+        kind=kind,
+        content_hash=ident.content_hash,
+        inputs=ident.inputs,
+        config=ident.config,
+        data_fingerprint=ident.data_fingerprint,
+        code_version=stage.version,
+        package_version=artifacts.package_version(),
+        git_revision=artifacts.git_revision(),
+    )
+    state_dir = layout.trainer_state_dir(out)
+    resume = latest_trainer_checkpoint(state_dir)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / artifacts.COMPLETE_MARKER).unlink(missing_ok=True)
+        artifacts.write_manifest(out, manifest)
+    env = prepare_process(inputs.seed)
+    run_inputs = replace(
+        inputs, resume_from=resume, state_dir=state_dir, extra={**inputs.extra, "callbacks": list(callbacks or [])}
+    )
+    start = time.perf_counter()
+    try:
+        metrics = dict(stage.run(config, run_inputs, out) or {})
+    except BaseException as exc:
+        if main:
+            artifacts.mark_failed(out, manifest, f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, Exception):
+            raise StageFailed(
+                f"stage {stage_name!r} (kind {kind!r}) failed: {type(exc).__name__}: {exc}\n"
+                f"  checkpoint {out} is marked failed; a rerun resumes from its last trainer checkpoint, if any"
+            ) from exc
+        raise
+    manifest.log_history = _json_safe(metrics.pop("log_history", []))
+    metrics.update(env)
+    metrics["wall_s"] = round(time.perf_counter() - start, 3)
+    metrics["resumed_from"] = str(resume) if resume else None
+    metrics["peak_memory_mb"] = peak_memory_mb()
+    manifest.metrics = _json_safe(metrics)
+    if main:
+        artifacts.mark_complete(out, manifest)
+        if not getattr(config, "keep_trainer_state", False):
+            shutil.rmtree(state_dir, ignore_errors=True)
+    wait_for_everyone()  # under `accelerate launch`, no rank moves on before the checkpoint is complete
+    return StageResult(out, manifest, False)
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/Inf become strings so the manifest stays valid JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------- process setup
+
+
+def is_main_process() -> bool:
+    """True on the process that writes manifests (rank 0 under ``accelerate launch``; always in one process)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+
+
+def wait_for_everyone() -> None:
+    """A barrier across the processes of ``accelerate launch``; nothing in a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
+def cpu_threads() -> tuple[int, str]:
+    """Threads for torch on CPU and why: ``$HARNESS_TORCH_THREADS``, else the cores other work leaves free.
+
+    Measured on 2 cores with the default world's model: on an idle machine one thread per core
+    is fastest; on a busy one (load 12) two threads ran 5-8x *slower* than one, because every
+    parallel op waits for a descheduled thread. So: usable cores / local processes, capped by
+    the cores the 1-minute load average leaves idle (our own process counted as idle), at least 1.
+    """
+    if os.environ.get(THREADS_ENV):
+        return max(1, int(os.environ[THREADS_ENV])), f"${THREADS_ENV}"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return share, f"{cores} usable cores"
+    idle = max(1, int(cores - load + 1 + 0.5))
+    return min(share, idle), f"{cores} usable cores, 1-min load {load:.1f}"
+
+
+def prepare_process(seed: int) -> dict[str, Any]:
+    """Seed python/numpy/torch, choose torch threads on CPU; returns what was set (for the manifest)."""
+    import torch
+    from transformers import set_seed
+
+    set_seed(seed)
+    random.seed(seed)
+    cuda = torch.cuda.is_available()
+    reason = "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        threads, reason = cpu_threads()
+        torch.set_num_threads(threads)
+    quiet_libraries()
+    return {
+        "device": "cuda" if cuda else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "torch_threads_reason": reason,
+        "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
+        "seed": seed,
+    }
+
+
+def quiet_libraries() -> None:
+    """No progress bars or per-step prints from datasets/transformers (the pipeline shows progress)."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_warning()
+    transformers.logging.disable_progress_bar()
+
+
+def peak_memory_mb() -> float:
+    """CUDA: peak allocated by torch in this stage. CPU: the process's peak RSS (a lifetime high-water mark)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def latest_trainer_checkpoint(state_dir: Path) -> Path | None:
+    """The newest *fully written* ``checkpoint-N`` under ``state_dir`` (its trainer_state.json parses), if any."""
+    if not Path(state_dir).is_dir():
+        return None
+    found = []
+    for ckpt in Path(state_dir).glob("checkpoint-*"):
+        step = ckpt.name.rpartition("-")[2]
+        state = ckpt / "trainer_state.json"
+        if not (step.isdigit() and state.is_file() and any(ckpt.glob("*.safetensors"))):
+            continue
+        try:
+            json.loads(state.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # killed while writing it: use the previous one
+        found.append((int(step), ckpt))
+    return max(found)[1] if found else None
+
+
+# --------------------------------------------------------------------------- trainer helpers
+
+
+def train_args(config: TrainOptions, inputs: StageInputs, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments shared by every stage's ``TrainingArguments`` / TRL config.
+
+    CPU when there is no CUDA; bf16 on CUDA when supported; no reporting integrations; no
+    gradient checkpointing (TRL turns it on by default); trainer checkpoints into the
+    checkpoint's state dir for resuming; NaN losses are logged as NaN (not smoothed away).
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if inputs.state_dir is None:
+        raise ValueError("inputs.state_dir is unset; stages are run through training.runtime.execute")
+    kwargs: dict[str, Any] = {
+        "output_dir": str(inputs.state_dir),
+        "seed": inputs.seed,
+        "data_seed": inputs.seed,
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.num_train_epochs,
+        "max_steps": config.max_steps or -1,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "warmup_steps": config.warmup_ratio,
+        "weight_decay": config.weight_decay,
+        "max_grad_norm": config.max_grad_norm,
+        "logging_strategy": "steps",
+        "logging_steps": config.logging_steps,
+        "logging_nan_inf_filter": False,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "report_to": [],
+        "use_cpu": not cuda,
+        "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
+        "fp16": False,
+        "gradient_checkpointing": False,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "non_padding",
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+def _non_finite_guard():
+    from transformers import TrainerCallback
+
+    class NonFiniteGuard(TrainerCallback):
+        """Aborts training at the first logged NaN/Inf loss or gradient norm (logging_steps <= 10)."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key in ("loss", "grad_norm"):
+                value = (logs or {}).get(key)
+                if isinstance(value, int | float) and not math.isfinite(value):
+                    raise NonFiniteLoss(
+                        f"non-finite {key} ({value}) at step {state.global_step}; training aborted "
+                        f"(learning rate {args.learning_rate:g}). Lower the learning rate or check the data."
+                    )
+
+    return NonFiniteGuard()
+
+
+def run_trainer(trainer: Any, inputs: StageInputs) -> dict[str, Any]:
+    """``trainer.train(resume_from_checkpoint=inputs.resume_from)`` with the NaN guard; returns metrics.
+
+    The metrics include ``log_history`` (moved into the manifest by :func:`execute`), the
+    final/mean loss, steps, training tokens (non-padding) and tokens/s of this process's part.
+    """
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(_non_finite_guard())
+    for callback in inputs.extra.get("callbacks", []):
+        trainer.add_callback(callback)
+    resume = inputs.resume_from
+    tokens_before = 0
+    if resume is not None:
+        state = json.loads((Path(resume) / "trainer_state.json").read_text(encoding="utf-8"))
+        tokens_before = int(state.get("num_input_tokens_seen", 0) or 0)
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    state = trainer.state
+    losses = [e["loss"] for e in state.log_history if "loss" in e]
+    runtime = float(output.metrics.get("train_runtime", 0.0)) or 1e-9
+    tokens = int(state.num_input_tokens_seen or 0)
+    return {
+        "train_loss": float(output.training_loss),
+        "final_loss": losses[-1] if losses else None,
+        "first_losses": losses[:5],
+        "global_step": int(state.global_step),
+        "train_runtime_s": round(runtime, 3),
+        "train_tokens": tokens,
+        "tokens_per_s": round((tokens - tokens_before) / runtime, 1),
+        "log_history": list(state.log_history),
+    }
+
+
+# --------------------------------------------------------------------------- loading and saving
+
+
+def load_tokenizer(path: Path, inputs: StageInputs):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=inputs.trust_remote_code)
+    if tok.pad_token is None:  # padding is needed for batching; EOS is the usual stand-in
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(path: Path, inputs: StageInputs):
+    """A causal LM from safetensors only (pickled weights are refused), on CPU in float32."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        str(path), use_safetensors=True, trust_remote_code=inputs.trust_remote_code, dtype="float32"
+    )
+
+
+def save_checkpoint(model: Any, tokenizer: Any, out: Path, trainer: Any = None) -> None:
+    """Model weights (safetensors), config, generation config, tokenizer and chat template into ``out``."""
+    if trainer is not None:
+        trainer.save_model(str(out))  # distributed-aware; also writes the processing class
+        if is_main_process():
+            tokenizer.save_pretrained(str(out))
+        (Path(out) / "training_args.bin").unlink(missing_ok=True)  # a pickle; never needed, never loaded
+        trainer.accelerator.wait_for_everyone()
+        return
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+
+
+def read_rows(path: Path, required: dict[str, type | tuple[type, ...]]) -> list[dict[str, Any]]:
+    """Rows of a JSONL or Parquet file, each checked for the ``required`` keys and types.
+
+    Raises one ``ValueError`` naming the file, the row number and what was expected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: data file not found")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    else:
+        rows = []
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}: row {n}: not valid JSON ({exc.msg})") from None
+    if not rows:
+        raise ValueError(f"{path}: no rows; expected JSONL objects with keys {sorted(required)}")
+    check_rows(path, rows, required)
+    return rows
+
+
+def check_rows(path: Path, rows: list[Any], required: dict[str, type | tuple[type, ...]]) -> None:
+    """Every row is an object with the ``required`` keys of the given types; else one clear ``ValueError``."""
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: row {n}: expected a JSON object, got {type(row).__name__}")
+        for key, types in required.items():
+            if key not in row:
+                raise ValueError(f"{path}: row {n}: missing key {key!r} (expected keys: {sorted(required)})")
+            if not isinstance(row[key], types):
+                raise ValueError(f"{path}: row {n}: {key!r} should be {_type_name(types)}, got {type(row[key]).__name__}")
+
+
+def _type_name(types: type | tuple[type, ...]) -> str:
+    return " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+
+
+def check_messages(path: Path, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+    """Each ``keys`` column holds a list of ``{"role", "content"}`` messages (TRL's conversational format)."""
+    for n, row in enumerate(rows, 1):
+        for key in keys:
+            msgs = row[key]
+            if not msgs or not all(isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
+                raise ValueError(f"{path}: row {n}: {key!r} should be a non-empty list of {{'role', 'content'}} messages")
+
+
+def count_parameters(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
