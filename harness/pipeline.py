@@ -63,9 +63,12 @@ def ensure_world(cfg: PipelineConfig, layout: Layout, say: Callable[[str], None]
     if cfg.world is None:
         return None, None
     from harness.world import generate, load_card
+    from harness.world.card import GENERATOR_VERSION
 
     world_cfg = cfg.world.world_config()
-    digest = artifacts.sha256_text(artifacts.canonical_json(world_cfg.model_dump(mode="json")))
+    digest = artifacts.sha256_text(
+        artifacts.canonical_json({"config": world_cfg.model_dump(mode="json"), "generator": GENERATOR_VERSION})
+    )
     world_dir = layout.world_dir(digest)
     try:
         return world_dir, load_card(world_dir)

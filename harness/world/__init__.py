@@ -3,7 +3,7 @@
     from harness.world import preset, generate, load_card
     card = generate(preset("smoke"), Path("/tmp/world"))
 
-See docs/world.md (README section "The synthetic world") for the knobs and the planted causes.
+See the README section "The synthetic world" for the knobs and the planted causes.
 """
 
 from harness.world.card import WORLD_FILES, WorldCardError, load_card
