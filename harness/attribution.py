@@ -370,7 +370,7 @@ def planted_recovery(effects: pd.DataFrame | Iterable[Row], world_card: Mapping[
     by = {(r["stage"], r["metric"]): r for r in rows}
     stages = list(dict.fromkeys(r["stage"] for r in rows))
     kinds = kinds or {}
-    lines, k, n, planted = [], 0, 0, set()
+    lines, k, n, planted, allowed = [], 0, 0, set(), set()
     for e in (world_card or {}).get("expected_effects", []):
         metric, direction = e["metric"], e["direction"]
         matched = [s for s in stages if s == e["stage"]] or [s for s in stages if kinds.get(s) == e["stage"]]
@@ -385,6 +385,8 @@ def planted_recovery(effects: pd.DataFrame | Iterable[Row], world_card: Mapping[
             elif direction == "flat":
                 forbidden = e.get("forbidden", "both")
                 ok = not (shifted and (forbidden == "both" or _sign_ok(r["effect"], forbidden)))
+                if ok and shifted:  # a shift the card allows (e.g. forgetting after pretraining)
+                    allowed.add((stage, metric))
                 how = f"effect {r['effect']:+.3g}, {'shift' if shifted else 'no shift'} attributed{tag}"
             elif e.get("min_value") is not None:
                 child = d.get("child_value")
@@ -400,7 +402,7 @@ def planted_recovery(effects: pd.DataFrame | Iterable[Row], world_card: Mapping[
             k += ok
             lines.append(f"[{'ok' if ok else 'MISSED'}] {stage} {metric} expected {direction}: {how}")
     covered = {e["metric"] for e in (world_card or {}).get("expected_effects", [])}
-    attributed = [r for r in rows if r.get("attributed") and (r["stage"], r["metric"]) not in planted]
+    attributed = [r for r in rows if r.get("attributed") and (r["stage"], r["metric"]) not in planted | allowed]
     unplanted = [r for r in attributed if r["metric"] in covered]
     other = [r for r in attributed if r["metric"] not in covered]
     lines += [f"[unplanted] {r['stage']} {r['metric']} effect {r['effect']:+.3g} attributed" for r in unplanted]

@@ -340,3 +340,13 @@ def test_dashboard_in_headless_chromium(demo, tmp_path) -> None:
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_a_real_pipeline_run(smoke_run, page: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same pages on the store of a real `harness run smoke` (tiny models, every stage and suite)."""
+    cfg, result = smoke_run
+    at = render(Path(cfg.output_dir) / "results.sqlite", page, monkeypatch)
+    shown = " ".join(texts(at, "markdown") + texts(at, "header") + texts(at, "subheader") + texts(at, "caption"))
+    if page == "overview":
+        assert "smoke" in shown and result.run_id in shown

@@ -44,9 +44,12 @@ def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
         out.append(_effect("pretrain", "topic_coverage.share_correlation", "flat",
                            "topic shares are (nearly) equal: nothing for accuracy to correlate with"))
     for stage in ("sft", "ppo", "dpo"):  # "this stage does not add knowledge" (the seed); forgetting may show
-        out.append(_effect(stage, "topic_coverage.accuracy", "flat",
-                           "evaluation entities are never asked about after pretraining: no knowledge is added",
-                           forbidden="increase"))
+        for metric in ("topic_coverage.accuracy", "hallucination.mc_accuracy"):
+            out.append(_effect(stage, metric, "flat",
+                               "evaluation entities are never asked about after pretraining: no knowledge is added",
+                               forbidden="increase"))
+    out.append(_effect("sft", "verbosity.mean_tokens", "decrease",
+                       "SFT answers are short and end with EOS; the base model rambles on through the chat template"))
 
     # abstention: planted in SFT only (unless preferences are told to prefer it)
     abstain_pairs = cfg.preference_mix.abstain_unknown
