@@ -22,11 +22,14 @@ so their results are never compared with each other.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -202,3 +205,26 @@ def open_backend(ckpt_dir: Path | str, spec: Any = None, trust_remote_code: bool
     spec = spec or BackendSpec()
     factory = BACKENDS.get(resolve_backend(spec.name))
     return factory.from_spec(Path(ckpt_dir), spec, trust_remote_code=trust_remote_code)
+
+
+def encode_prompt(prompt: Prompt, tokenizer: Any) -> list[int]:
+    """Token ids a model sees for ``prompt``: chat prompts rendered by the template (which writes BOS
+    itself), completion prompts with the tokenizer's special tokens (see :func:`render_prompt`)."""
+    text = render_prompt(prompt, tokenizer)
+    return list(tokenizer(text, add_special_tokens=not prompt.is_chat)["input_ids"])
+
+
+def encode_prompts(prompts: list[Prompt], tokenizer: Any, max_length: int, max_new_tokens: int) -> list[list[int]]:
+    """Encode every prompt and keep at most ``max_length - max_new_tokens`` trailing tokens of each
+    (a warning says how many were cut), so every backend sees exactly the same tokens."""
+    budget = max_length - max_new_tokens
+    if budget < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt "
+                         f"(the model handles {max_length} positions)")
+    encoded = [encode_prompt(p, tokenizer) for p in prompts]
+    if any(len(ids) > budget for ids in encoded):
+        log.warning("%d prompt(s) longer than %d tokens keep only their last %d tokens (max_new_tokens=%d)",
+                    sum(len(ids) > budget for ids in encoded), budget, budget, max_new_tokens)
+        encoded = [ids[-budget:] for ids in encoded]
+    return encoded
+

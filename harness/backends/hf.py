@@ -33,7 +33,15 @@ from typing import Any
 
 import torch
 
-from harness.backends.base import Completion, LogLik, Prompt, Sampling, render_prompt, split_trailing_space
+from harness.backends.base import (
+    Completion,
+    LogLik,
+    Prompt,
+    Sampling,
+    encode_prompt,
+    encode_prompts,
+    split_trailing_space,
+)
 
 log = logging.getLogger(__name__)
 SMALL_MODEL_PARAMS = 50_000_000  # below this, one CPU thread is fastest (measured, see module docs)
@@ -129,22 +137,13 @@ class HFBackend:
     # ------------------------------------------------------------------ generate
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
-        """Token ids the model sees for ``prompt`` (see :func:`render_prompt`)."""
-        text = render_prompt(prompt, self.tokenizer)
-        return list(self.tokenizer(text, add_special_tokens=not prompt.is_chat)["input_ids"])
+        """Token ids the model sees for ``prompt`` (shared with every backend: :func:`base.encode_prompt`)."""
+        return encode_prompt(prompt, self.tokenizer)
 
     def generate(self, prompts: list[Prompt], sampling: Sampling) -> list[Completion]:
         if not prompts:
             return []
-        budget = self.max_length - sampling.max_new_tokens
-        if budget < 1:
-            raise ValueError(f"max_new_tokens={sampling.max_new_tokens} leaves no room for a prompt "
-                             f"(the model handles {self.max_length} positions)")
-        encoded = [self.encode_prompt(p) for p in prompts]
-        if any(len(ids) > budget for ids in encoded):
-            log.warning("%d prompt(s) longer than %d tokens keep only their last %d tokens (max_new_tokens=%d)",
-                        sum(len(ids) > budget for ids in encoded), budget, budget, sampling.max_new_tokens)
-            encoded = [ids[-budget:] for ids in encoded]
+        encoded = encode_prompts(prompts, self.tokenizer, self.max_length, sampling.max_new_tokens)
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         out: list[list[Completion]] = [[] for _ in prompts]
         with torch_threads(self.threads), torch.random.fork_rng(devices=[]), torch.inference_mode():

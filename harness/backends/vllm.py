@@ -47,7 +47,8 @@ from harness.backends.base import (
     Prompt,
     Sampling,
     cuda_available,
-    render_prompt,
+    encode_prompt,
+    encode_prompts,
     split_trailing_space,
 )
 
@@ -172,22 +173,13 @@ class VLLMBackend:
     # ------------------------------------------------------------------ generate
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
-        """Token ids the model sees for ``prompt`` (exactly as :meth:`HFBackend.encode_prompt`)."""
-        text = render_prompt(prompt, self.tokenizer)
-        return list(self.tokenizer(text, add_special_tokens=not prompt.is_chat)["input_ids"])
+        """Token ids the model sees for ``prompt`` (shared with every backend: :func:`base.encode_prompt`)."""
+        return encode_prompt(prompt, self.tokenizer)
 
     def generate(self, prompts: list[Prompt], sampling: Sampling) -> list[Completion]:
         if not prompts:
             return []
-        budget = self.max_length - sampling.max_new_tokens
-        if budget < 1:
-            raise ValueError(f"max_new_tokens={sampling.max_new_tokens} leaves no room for a prompt "
-                             f"(max_model_len is {self.max_length})")
-        encoded = [self.encode_prompt(p) for p in prompts]
-        if any(len(ids) > budget for ids in encoded):
-            log.warning("%d prompt(s) longer than %d tokens keep only their last %d tokens (max_new_tokens=%d)",
-                        sum(len(ids) > budget for ids in encoded), budget, budget, sampling.max_new_tokens)
-            encoded = [ids[-budget:] for ids in encoded]
+        encoded = encode_prompts(prompts, self.tokenizer, self.max_length, sampling.max_new_tokens)
         params = {"n": sampling.n, "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
                   "top_p": sampling.top_p if not sampling.greedy else 1.0, "top_k": 0,
                   "seed": sampling.seed, "stop_token_ids": sorted(self.eos_ids)}
