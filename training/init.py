@@ -47,7 +47,7 @@ def _fresh_model(config: ModelSpec, inputs: StageInputs, out: Path) -> dict[str,
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, set_seed
 
-    from training.runtime import count_parameters, is_main_process, load_tokenizer
+    from training.runtime import is_main_process, load_tokenizer
 
     fresh = config.fresh
     assert fresh is not None  # ModelSpec fills it in when `path` is unset
@@ -78,7 +78,7 @@ def _fresh_model(config: ModelSpec, inputs: StageInputs, out: Path) -> dict[str,
     if is_main_process():
         model.save_pretrained(str(out))
         tok.save_pretrained(str(out))
-    return {"mode": "fresh", "parameters": count_parameters(model), "vocab_size": len(tok), "head_dim": head_dim}
+    return {"mode": "fresh", "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tok), "head_dim": head_dim}
 
 
 def _copy_model(src: Path, out: Path) -> dict[str, Any]:

@@ -53,11 +53,11 @@ class Config(BaseModel):
     """Options of a ``ppo`` stage (defaults sized for the embedded world's tiny models on CPU)."""
 
     model_config = ConfigDict(extra="forbid")
-    steps: int = Field(60, ge=1, description="PPO iterations; each samples one rollout batch and updates on it.")
+    steps: int = Field(30, ge=1, description="PPO iterations; each samples one rollout batch and updates on it.")
     total_episodes: int | None = Field(
         None, ge=1, description="If set, overrides `steps`: ceil(total_episodes / (rollout_batch_size × processes)).")
     rollout_batch_size: int = Field(32, ge=1, description="Prompts sampled per iteration, per process.")
-    minibatch_size: int = Field(8, ge=1, description="Rollouts per gradient step (must divide rollout_batch_size).")
+    minibatch_size: int = Field(16, ge=1, description="Rollouts per gradient step (must divide rollout_batch_size).")
     ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch (reshuffled into minibatches each time).")
     learning_rate: float = Field(1e-4, gt=0, description="Policy learning rate (AdamW).")
     value_learning_rate: float = Field(1e-4, gt=0, description="Value-model learning rate (AdamW).")
@@ -65,7 +65,7 @@ class Config(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay for both models.")
     adam_eps: float = Field(1e-5, gt=0, description="AdamW epsilon (1e-5 as in the PPO implementation details).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature; log-probs use logits / temperature too.")
-    max_new_tokens: int = Field(48, ge=1, description="Longest response sampled; a response cut here has no EOS.")
+    max_new_tokens: int = Field(64, ge=1, description="Longest response sampled; a response cut here has no EOS.")
     max_prompt_length: int = Field(256, ge=1, description="Prompts longer than this many tokens are skipped (logged).")
     kl_coef: float = Field(0.05, ge=0, description="β of the per-token KL penalty (initial value when adaptive).")
     kl_target: float | None = Field(
@@ -86,7 +86,7 @@ class Config(BaseModel):
     value_init: Literal["reward", "policy"] = Field(
         "reward", description="Value model from the reward model's weights (`reward`, needs the same tokenizer) "
         "or from the SFT policy with a fresh head (`policy`).")
-    save_every: int = Field(20, ge=0, description="Save the full training state every N steps for resuming; 0 never.")
+    save_every: int = Field(10, ge=0, description="Save the full training state every N steps for resuming; 0 never.")
     seed: int | None = Field(None, description="Seed for sampling and shuffling; null uses the pipeline's seed.")
 
     def num_steps(self, num_processes: int = 1) -> int:

@@ -1,27 +1,22 @@
 """What every training stage shares, in one place: identity, caching, resuming, seeding, metrics.
 
-The pipeline (or ``harness train``) calls one function per stage::
+The pipeline (or ``harness train``) calls, per stage::
 
-    result = execute("dpo", "dpo", config, StageInputs(parent=sft_dir, data=prefs_file, seed=0), layout)
-    result.path, result.manifest, result.skipped    # also unpacks as a 3-tuple
+    path, manifest, skipped = execute("dpo", "dpo", config, StageInputs(parent=sft_dir, data=prefs), layout)
 
-``execute`` computes the stage's content hash (``harness.artifacts.content_hash`` over the
-stage config + seed, the content hash of every input checkpoint, the data fingerprint and
-``StageDef.version``), returns at once when a *complete* checkpoint with that hash exists
-(``skipped=True``, no training), and otherwise trains into
-``layout.checkpoint_dir(stage_name, hash)``: a ``started`` manifest first, then the stage's
-``run``, then metrics and the loss curve into the manifest, the completion marker last.
-An exception marks the checkpoint ``failed`` and raises :class:`StageFailed`.
+``execute`` hashes the stage (``artifacts.content_hash`` over kind + seed + config, every input
+checkpoint's content hash, the data fingerprint, ``StageDef.version``); a *complete* checkpoint
+with that hash means ``skipped=True`` and no training. Otherwise it trains into
+``layout.checkpoint_dir(stage_name, hash)``: ``started`` manifest, the stage's ``run`` (resuming
+from the newest trainer checkpoint in the state dir), metrics + loss curve into the manifest,
+completion marker last; an exception marks it ``failed`` and raises :class:`StageFailed`.
+Inputs must be complete checkpoints, except the ``init`` stage's parent: an external folder
+(the world tokenizer or a user's HF model) identified by a fingerprint of its files.
 
-Inputs must be complete harness checkpoints (``artifacts.require_complete``), except for
-the ``init`` stage, whose parent is an external folder (the world tokenizer, or a user's
-HF model folder), identified by a fingerprint of its files.
-
-Stages use the helpers here so that they behave alike: :func:`train_args` (common
-``TrainingArguments`` kwargs), :func:`run_trainer` (``trainer.train(resume_from_checkpoint=...)``
-with the NaN guard, returning metrics), :func:`load_causal_lm` / :func:`load_tokenizer`
-(safetensors only), :func:`save_checkpoint`, :func:`read_rows` (data with row-level errors).
-Heavy imports (torch, transformers) happen inside functions.
+Stage helpers, so that stages behave alike: :func:`train_args`, :func:`run_trainer` (NaN
+guard, ``resume_from_checkpoint``), :func:`load_tokenizer`, :func:`load_causal_lm`
+(safetensors only), :func:`save_checkpoint`, :func:`read_rows`. Torch/transformers are
+imported inside functions.
 """
 
 from __future__ import annotations
@@ -46,20 +41,26 @@ from harness.config import INIT
 from training.stage import StageInputs
 
 THREADS_ENV = "HARNESS_TORCH_THREADS"  # overrides the torch thread count chosen on CPU
+# options that change how a stage runs, not what it produces: left out of the content hash
+NOT_HASHED = frozenset({"logging_steps", "save_steps", "save_total_limit", "keep_trainer_state"})
 
 
 class StageFailed(RuntimeError):
-    """A stage raised; its checkpoint is marked failed. The message names the stage and the cause."""
+    """A stage raised; its checkpoint (``.path``, ``.manifest``: status failed) is marked failed."""
+
+    def __init__(self, message: str, path: Path | None = None, manifest: Manifest | None = None) -> None:
+        super().__init__(message)
+        self.path, self.manifest = path, manifest
 
 
 class NonFiniteLoss(RuntimeError):
-    """The training loss (or gradient norm) became NaN/Inf; raised by :class:`NonFiniteGuard`."""
+    """The training loss (or gradient norm) became NaN/Inf."""
 
 
 class StageResult(NamedTuple):
     path: Path  # the checkpoint directory
     manifest: Manifest
-    skipped: bool  # True: a complete checkpoint with the same content hash existed; nothing was trained
+    skipped: bool  # a complete checkpoint with the same content hash existed; nothing was trained
 
 
 class StageIdentity(NamedTuple):
@@ -68,9 +69,6 @@ class StageIdentity(NamedTuple):
     inputs: dict[str, InputRef]
     data_fingerprint: str
     config: dict[str, Any]
-
-
-# --------------------------------------------------------------------------- common options
 
 
 class TrainOptions(BaseModel):
@@ -94,9 +92,6 @@ class TrainOptions(BaseModel):
     save_steps: int = Field(100, ge=1, description="Save a resumable trainer checkpoint every N steps.")
     save_total_limit: int = Field(2, ge=1, description="Trainer checkpoints kept for resuming (older ones are deleted).")
     keep_trainer_state: bool = Field(False, description="Keep the resumable trainer checkpoints after the stage completes.")
-
-
-# --------------------------------------------------------------------------- identity, execute
 
 
 def _input_refs(kind: str, inputs: StageInputs) -> dict[str, InputRef]:
@@ -126,7 +121,7 @@ def stage_identity(kind: str, stage_name: str, config: BaseModel, inputs: StageI
         raise FileNotFoundError(f"{inputs.data}: training data for stage {stage_name!r} does not exist")
     data_fp = artifacts.fingerprint_paths([inputs.data]) if inputs.data is not None else ""
     dumped = config.model_dump(mode="json")
-    keyed = {"kind": kind, "seed": inputs.seed, "options": dumped}
+    keyed = {"kind": kind, "seed": inputs.seed, "options": {k: v for k, v in dumped.items() if k not in NOT_HASHED}}
     digest = artifacts.content_hash(keyed, {r: ref.content_hash for r, ref in refs.items()}, data_fp, stage.version)
     return StageIdentity(digest, layout.checkpoint_dir(stage_name, digest), refs, data_fp, dumped)
 
@@ -140,11 +135,8 @@ def execute(
     *,
     callbacks: list[Any] | None = None,
 ) -> StageResult:
-    """Run one stage unless an identical complete checkpoint exists. See the module docstring.
-
-    ``config`` is the stage kind's ``Config`` (or a dict validated into it); ``callbacks`` are
-    extra ``transformers.TrainerCallback`` objects (e.g. a progress display) handed to the trainer.
-    """
+    """Run one stage unless an identical complete checkpoint exists (module docstring). ``config``: the kind's
+    ``Config`` or a dict; ``callbacks``: extra ``TrainerCallback`` objects (e.g. progress) for the trainer."""
     from training import STAGES
 
     stage = STAGES.get(kind)
@@ -157,15 +149,9 @@ def execute(
 
     main = is_main_process()
     manifest = Manifest(
-        stage=stage_name,
-        kind=kind,
-        content_hash=ident.content_hash,
-        inputs=ident.inputs,
-        config=ident.config,
-        data_fingerprint=ident.data_fingerprint,
-        code_version=stage.version,
-        package_version=artifacts.package_version(),
-        git_revision=artifacts.git_revision(),
+        stage=stage_name, kind=kind, content_hash=ident.content_hash, inputs=ident.inputs, config=ident.config,
+        data_fingerprint=ident.data_fingerprint, code_version=stage.version,
+        package_version=artifacts.package_version(), git_revision=artifacts.git_revision(),
     )
     state_dir = layout.trainer_state_dir(out)
     resume = latest_trainer_checkpoint(state_dir)
@@ -174,9 +160,8 @@ def execute(
         (out / artifacts.COMPLETE_MARKER).unlink(missing_ok=True)
         artifacts.write_manifest(out, manifest)
     env = prepare_process(inputs.seed)
-    run_inputs = replace(
-        inputs, resume_from=resume, state_dir=state_dir, extra={**inputs.extra, "callbacks": list(callbacks or [])}
-    )
+    extra = {**inputs.extra, "callbacks": list(callbacks or [])}
+    run_inputs = replace(inputs, resume_from=resume, state_dir=state_dir, extra=extra)
     start = time.perf_counter()
     try:
         metrics = dict(stage.run(config, run_inputs, out) or {})
@@ -186,14 +171,13 @@ def execute(
         if isinstance(exc, Exception):
             raise StageFailed(
                 f"stage {stage_name!r} (kind {kind!r}) failed: {type(exc).__name__}: {exc}\n"
-                f"  checkpoint {out} is marked failed; a rerun resumes from its last trainer checkpoint, if any"
+                f"  checkpoint {out} is marked failed; a rerun resumes from its last trainer checkpoint, if any",
+                out, manifest,
             ) from exc
         raise
     manifest.log_history = _json_safe(metrics.pop("log_history", []))
-    metrics.update(env)
-    metrics["wall_s"] = round(time.perf_counter() - start, 3)
+    metrics.update(env, wall_s=round(time.perf_counter() - start, 3), peak_memory_mb=peak_memory_mb())
     metrics["resumed_from"] = str(resume) if resume else None
-    metrics["peak_memory_mb"] = peak_memory_mb()
     manifest.metrics = _json_safe(metrics)
     if main:
         artifacts.mark_complete(out, manifest)
@@ -214,9 +198,6 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-# --------------------------------------------------------------------------- process setup
-
-
 def is_main_process() -> bool:
     """True on the process that writes manifests (rank 0 under ``accelerate launch``; always in one process)."""
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
@@ -231,12 +212,12 @@ def wait_for_everyone() -> None:
 
 
 def cpu_threads() -> tuple[int, str]:
-    """Threads for torch on CPU and why: ``$HARNESS_TORCH_THREADS``, else the cores other work leaves free.
+    """Torch threads on CPU and why: ``$HARNESS_TORCH_THREADS``, else usable cores / local processes, capped
+    by the whole cores the 1-minute load average leaves idle (our own process counted idle), at least 1.
 
-    Measured on 2 cores with the default world's model: on an idle machine one thread per core
-    is fastest; on a busy one (load 12) two threads ran 5-8x *slower* than one, because every
-    parallel op waits for a descheduled thread. So: usable cores / local processes, capped by
-    the cores the 1-minute load average leaves idle (our own process counted as idle), at least 1.
+    Measured on 2 cores, default world model: with one other busy process (load 3), 2 threads ran 18x
+    *slower* than 1 (260 vs 4,700 tokens/s; every parallel op waits for a descheduled thread); idle,
+    one thread per core is fastest. Thread count did not change the recorded losses (1 vs 2 threads).
     """
     if os.environ.get(THREADS_ENV):
         return max(1, int(os.environ[THREADS_ENV])), f"${THREADS_ENV}"
@@ -246,16 +227,17 @@ def cpu_threads() -> tuple[int, str]:
         load = os.getloadavg()[0]
     except OSError:
         return share, f"{cores} usable cores"
-    idle = max(1, int(cores - load + 1 + 0.5))
+    idle = max(1, int(cores - load + 1))  # floor: too many threads costs far more than too few
     return min(share, idle), f"{cores} usable cores, 1-min load {load:.1f}"
 
 
 def prepare_process(seed: int) -> dict[str, Any]:
     """Seed python/numpy/torch, choose torch threads on CPU; returns what was set (for the manifest)."""
+    import datasets
     import torch
-    from transformers import set_seed
+    import transformers
 
-    set_seed(seed)
+    transformers.set_seed(seed)
     random.seed(seed)
     cuda = torch.cuda.is_available()
     reason = "cuda"
@@ -264,24 +246,11 @@ def prepare_process(seed: int) -> dict[str, Any]:
     else:
         threads, reason = cpu_threads()
         torch.set_num_threads(threads)
-    quiet_libraries()
-    return {
-        "device": "cuda" if cuda else "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "torch_threads_reason": reason,
-        "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
-        "seed": seed,
-    }
-
-
-def quiet_libraries() -> None:
-    """No progress bars or per-step prints from datasets/transformers (the pipeline shows progress)."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_warning()
+    datasets.disable_progress_bars()  # no bars or per-step prints: the pipeline shows progress
     transformers.logging.disable_progress_bar()
+    cuda_bf16 = bool(cuda and torch.cuda.is_bf16_supported())
+    return {"device": "cuda" if cuda else "cpu", "torch_threads": torch.get_num_threads(),
+            "torch_threads_reason": reason, "bf16": cuda_bf16, "seed": seed}
 
 
 def peak_memory_mb() -> float:
@@ -296,67 +265,39 @@ def peak_memory_mb() -> float:
 
 def latest_trainer_checkpoint(state_dir: Path) -> Path | None:
     """The newest *fully written* ``checkpoint-N`` under ``state_dir`` (its trainer_state.json parses), if any."""
-    if not Path(state_dir).is_dir():
-        return None
     found = []
-    for ckpt in Path(state_dir).glob("checkpoint-*"):
-        step = ckpt.name.rpartition("-")[2]
-        state = ckpt / "trainer_state.json"
-        if not (step.isdigit() and state.is_file() and any(ckpt.glob("*.safetensors"))):
-            continue
-        try:
-            json.loads(state.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # killed while writing it: use the previous one
-        found.append((int(step), ckpt))
+    for ckpt in Path(state_dir).glob("checkpoint-*") if Path(state_dir).is_dir() else []:
+        step, state = ckpt.name.rpartition("-")[2], ckpt / "trainer_state.json"
+        if step.isdigit() and state.is_file() and any(ckpt.glob("*.safetensors")):
+            try:
+                json.loads(state.read_text(encoding="utf-8"))
+                found.append((int(step), ckpt))
+            except (OSError, ValueError):
+                continue  # killed while writing it: the previous one is used
     return max(found)[1] if found else None
 
 
-# --------------------------------------------------------------------------- trainer helpers
-
-
 def train_args(config: TrainOptions, inputs: StageInputs, **overrides: Any) -> dict[str, Any]:
-    """Keyword arguments shared by every stage's ``TrainingArguments`` / TRL config.
-
-    CPU when there is no CUDA; bf16 on CUDA when supported; no reporting integrations; no
-    gradient checkpointing (TRL turns it on by default); trainer checkpoints into the
-    checkpoint's state dir for resuming; NaN losses are logged as NaN (not smoothed away).
-    """
+    """Kwargs shared by every stage's ``TrainingArguments`` / TRL config: CPU without CUDA, bf16 on CUDA when
+    supported, no reporting, no gradient checkpointing (TRL's default is on), resumable trainer checkpoints
+    in the state dir, NaN losses logged as NaN (the Trainer's default filter hides them)."""
     import torch
 
     cuda = torch.cuda.is_available()
     if inputs.state_dir is None:
         raise ValueError("inputs.state_dir is unset; stages are run through training.runtime.execute")
-    kwargs: dict[str, Any] = {
-        "output_dir": str(inputs.state_dir),
-        "seed": inputs.seed,
-        "data_seed": inputs.seed,
-        "learning_rate": config.learning_rate,
-        "num_train_epochs": config.num_train_epochs,
-        "max_steps": config.max_steps or -1,
-        "per_device_train_batch_size": config.per_device_train_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "lr_scheduler_type": config.lr_scheduler_type,
-        "warmup_steps": config.warmup_ratio,
-        "weight_decay": config.weight_decay,
-        "max_grad_norm": config.max_grad_norm,
-        "logging_strategy": "steps",
-        "logging_steps": config.logging_steps,
-        "logging_nan_inf_filter": False,
-        "save_strategy": "steps",
-        "save_steps": config.save_steps,
-        "save_total_limit": config.save_total_limit,
-        "report_to": [],
-        "use_cpu": not cuda,
-        "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
-        "fp16": False,
-        "gradient_checkpointing": False,
-        "disable_tqdm": True,
-        "dataloader_num_workers": 0,
-        "include_num_input_tokens_seen": "non_padding",
+    options = config.model_dump(include={
+        "learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
+        "lr_scheduler_type", "weight_decay", "max_grad_norm", "logging_steps", "save_steps", "save_total_limit",
+    })
+    return {
+        **options, "output_dir": str(inputs.state_dir), "seed": inputs.seed, "data_seed": inputs.seed,
+        "max_steps": config.max_steps or -1, "warmup_steps": config.warmup_ratio,  # a float < 1 is a ratio
+        "logging_strategy": "steps", "logging_nan_inf_filter": False, "save_strategy": "steps", "report_to": [],
+        "use_cpu": not cuda, "bf16": bool(cuda and torch.cuda.is_bf16_supported()), "fp16": False,
+        "gradient_checkpointing": False, "disable_tqdm": True, "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "non_padding", **overrides,
     }
-    kwargs.update(overrides)
-    return kwargs
 
 
 def _non_finite_guard():
@@ -378,11 +319,8 @@ def _non_finite_guard():
 
 
 def run_trainer(trainer: Any, inputs: StageInputs) -> dict[str, Any]:
-    """``trainer.train(resume_from_checkpoint=inputs.resume_from)`` with the NaN guard; returns metrics.
-
-    The metrics include ``log_history`` (moved into the manifest by :func:`execute`), the
-    final/mean loss, steps, training tokens (non-padding) and tokens/s of this process's part.
-    """
+    """``trainer.train(resume_from_checkpoint=inputs.resume_from)`` with the NaN guard. Returns metrics: losses,
+    steps, non-padding tokens, tokens/s of this process's part, ``log_history`` (moved to the manifest)."""
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
@@ -400,25 +338,19 @@ def run_trainer(trainer: Any, inputs: StageInputs) -> dict[str, Any]:
     runtime = float(output.metrics.get("train_runtime", 0.0)) or 1e-9
     tokens = int(state.num_input_tokens_seen or 0)
     return {
-        "train_loss": float(output.training_loss),
-        "final_loss": losses[-1] if losses else None,
-        "first_losses": losses[:5],
-        "global_step": int(state.global_step),
-        "train_runtime_s": round(runtime, 3),
-        "train_tokens": tokens,
-        "tokens_per_s": round((tokens - tokens_before) / runtime, 1),
+        "train_loss": float(output.training_loss), "final_loss": losses[-1] if losses else None,
+        "first_losses": losses[:5], "global_step": int(state.global_step), "train_runtime_s": round(runtime, 3),
+        "train_tokens": tokens, "tokens_per_s": round((tokens - tokens_before) / runtime, 1),
         "log_history": list(state.log_history),
     }
 
 
-# --------------------------------------------------------------------------- loading and saving
-
-
 def load_tokenizer(path: Path, inputs: StageInputs):
+    """The checkpoint's tokenizer; a missing pad token becomes EOS (batching needs one)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=inputs.trust_remote_code)
-    if tok.pad_token is None:  # padding is needed for batching; EOS is the usual stand-in
+    if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
@@ -433,23 +365,23 @@ def load_causal_lm(path: Path, inputs: StageInputs):
 
 
 def save_checkpoint(model: Any, tokenizer: Any, out: Path, trainer: Any = None) -> None:
-    """Model weights (safetensors), config, generation config, tokenizer and chat template into ``out``."""
-    if trainer is not None:
-        trainer.save_model(str(out))  # distributed-aware; also writes the processing class
+    """Model (safetensors), config, generation config, tokenizer and chat template into ``out`` (main process).
+
+    With ``trainer``, ``trainer.save_model`` saves (distributed-aware, the tokenizer included).
+    """
+    if trainer is None:
         if is_main_process():
+            model.save_pretrained(str(out))
             tokenizer.save_pretrained(str(out))
-        (Path(out) / "training_args.bin").unlink(missing_ok=True)  # a pickle; never needed, never loaded
-        trainer.accelerator.wait_for_everyone()
         return
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
+    trainer.save_model(str(out))
+    (Path(out) / "training_args.bin").unlink(missing_ok=True)  # a pickle; never needed, never loaded
+    trainer.accelerator.wait_for_everyone()
 
 
 def read_rows(path: Path, required: dict[str, type | tuple[type, ...]]) -> list[dict[str, Any]]:
-    """Rows of a JSONL or Parquet file, each checked for the ``required`` keys and types.
-
-    Raises one ``ValueError`` naming the file, the row number and what was expected.
-    """
+    """Rows of a JSONL or Parquet file with the ``required`` keys and types; else one ``ValueError`` naming
+    the file, the row number and what was expected."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: data file not found")
@@ -482,11 +414,8 @@ def check_rows(path: Path, rows: list[Any], required: dict[str, type | tuple[typ
             if key not in row:
                 raise ValueError(f"{path}: row {n}: missing key {key!r} (expected keys: {sorted(required)})")
             if not isinstance(row[key], types):
-                raise ValueError(f"{path}: row {n}: {key!r} should be {_type_name(types)}, got {type(row[key]).__name__}")
-
-
-def _type_name(types: type | tuple[type, ...]) -> str:
-    return " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+                want = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+                raise ValueError(f"{path}: row {n}: {key!r} should be {want}, got {type(row[key]).__name__}")
 
 
 def check_messages(path: Path, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
@@ -497,6 +426,3 @@ def check_messages(path: Path, rows: list[dict[str, Any]], keys: tuple[str, ...]
             if not msgs or not all(isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
                 raise ValueError(f"{path}: row {n}: {key!r} should be a non-empty list of {{'role', 'content'}} messages")
 
-
-def count_parameters(model: Any) -> int:
-    return sum(p.numel() for p in model.parameters())
