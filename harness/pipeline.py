@@ -210,11 +210,17 @@ class Pipeline:
                         EvalPlan.of(ckpt, reward=reward, defer_reward=reward_stage is not None and reward is None)
                     )
                 evaluator.flush_deferred(None)  # a run whose reward stage never came: score without it
-            except BaseException:
+            except BaseException as exc:
                 failed = current.name if current is not None else INIT
-                ckpt = self.checkpoints.get(failed)
+                path = getattr(exc, "path", None)
+                if path is not None:  # training.runtime.StageFailed: record the failed checkpoint
+                    kind = current.kind if current is not None else INIT
+                    parent = current.from_ if current is not None else None
+                    manifest = getattr(exc, "manifest", None)
+                    store.upsert_checkpoint(run_id, failed, kind, parent, getattr(manifest, "content_hash", None),
+                                            str(path), "failed", metrics={"error": getattr(manifest, "error", None)})
                 store.finish_run(run_id, "failed")
-                self.say(f"[red]run {run_id} failed at stage {failed!r}[/]" + (f" ({ckpt.path})" if ckpt else ""))
+                self.say(f"[red]run {run_id} failed at stage {failed!r}[/]" + (f" ({path})" if path else ""))
                 raise
             self._after_run(store, run_id)
             store.finish_run(run_id, "complete")

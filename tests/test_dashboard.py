@@ -225,9 +225,10 @@ def test_malformed_rows_render_with_a_warning(tmp_path, monkeypatch) -> None:
             assert any("1 metric row(s) without a name or a value" in w for w in texts(at, "warning"))
     write("INSERT INTO metrics(eval_key, metric, value) VALUES (?, 'refusal.text', 'abc')", params=(key,))
     write("UPDATE samples SET outcome_json = 'not json' WHERE rowid IN (SELECT rowid FROM samples LIMIT 1)")
-    for page in PAGES:
+    for page in PAGES:  # the store reads a text value in a number column as missing (NaN), never a crash
         at = render(path, page, monkeypatch)
-        assert any("the metrics table could not be read" in w for w in texts(at, "warning")), page
+        if page == "overview":
+            assert any("2 metric row(s) without a name or a value" in w for w in texts(at, "warning"))
     con.close()
 
 
