@@ -84,7 +84,6 @@ def test_failed_stage_keeps_results_and_exits_nonzero(smoke_copy: Path) -> None:
     assert dpo_dirs and not is_complete(dpo_dirs[0])
 
 
-@pytest.mark.slow
 def test_kill_and_rerun_matches_uninterrupted(smoke_run, tmp_path: Path) -> None:
     """SIGKILL a fresh smoke run mid-training, rerun it: same numbers as the uninterrupted run, no duplicates."""
     _, reference = smoke_run
