@@ -438,7 +438,6 @@ run(fast_config(steps=4, save_every=2, rollout_batch_size=8),
 """
 
 
-@pytest.mark.slow
 def test_runs_under_accelerate_launch_with_two_processes(ckpts, tmp_path) -> None:
     """Two CPU processes (gloo): advantages whitened over both, one log, one final checkpoint, resumable."""
     script = tmp_path / "ddp.py"
@@ -482,7 +481,6 @@ def heldout_reward(policy_dir: Path, reward_dir: Path, prompts: list[list[dict]]
     return sum(scores) / len(scores), sum(len(t.split()) for t in texts) / len(texts)
 
 
-@pytest.mark.slow
 def test_ppo_on_the_smoke_world_raises_heldout_reward(tmp_path, monkeypatch) -> None:
     """The smoke config's chain (pretrain -> sft -> reward) then its ppo stage: greedy answers to the
     world's evaluation prompts (never trained on) score higher under the reward model than the SFT parent's."""

@@ -322,6 +322,7 @@ def run(config: Config, inputs: StageInputs, out_dir: Path) -> dict[str, Any]:
                 for k, v in {"policy_loss": pg, "value_loss": vf, **pg_stats, **vf_stats,
                              "entropy": core.masked_mean(entropy, rm)}.items():
                     stats[k].append(float(v.detach()))
+        lr = sched_p.get_last_lr()[0]  # the rate this step's updates used
         sched_p.step()
         sched_v.step()
         t4 = sync()
@@ -341,7 +342,7 @@ def run(config: Config, inputs: StageInputs, out_dir: Path) -> dict[str, Any]:
             "mean_response_length": g_len.mean().item(),
             "mean_response_words": sum(len(t.split()) for t in texts) / len(texts),
             "no_eos_share": 1.0 - g_eos.mean().item(),
-            "lr": sched_p.get_last_lr()[0],
+            "lr": lr,
             **{k: sum(v) / len(v) for k, v in stats.items()},
             "response_tokens": int(g_len.sum().item()),
             "time_generate_s": t1 - t0, "time_score_s": t2 - t1, "time_forward_s": t3 - t2,
