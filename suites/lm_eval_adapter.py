@@ -75,7 +75,7 @@ class BackendLM(LM):
         try:
             results = self.backend.loglikelihood([("", t) for t in texts])
         except ValueError as err:
-            raise NotImplementedError(
+            raise ValueError(
                 f"loglikelihood_rolling (perplexity tasks such as wikitext) through the {self.backend.name!r} "
                 f"backend scores a document in one window; a document does not fit the model's "
                 f"{self.max_length or '?'} positions ({err}). Use a task with shorter documents, or run that "
