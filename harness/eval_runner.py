@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.artifacts import canonical_json, sha256_text
+from harness.artifacts import canonical_json, read_manifest, sha256_text
 from harness.backends.base import cuda_available, decoding_key, open_backend, resolve_backend
 from harness.config import PipelineConfig, SuiteSpec
 from harness.evaluate import eval_key, evaluate, suite_sampling
@@ -149,9 +149,6 @@ class Evaluator:
         names = ", ".join(spec.name for spec, _, _ in todo)
         self.say(f"  evaluated {target.stage}: {names} in {time.perf_counter() - start:.0f}s")
 
-    def deferred_suites(self) -> list[SuiteSpec]:
-        return [s for s in self.cfg.suites if s.name in REWARD_SUITES]
-
     def flush_deferred(self, reward: Any) -> None:
         """Run the reward-scored suites of checkpoints that were waiting for the reward model."""
         waiting, self.deferred = self.deferred, []
@@ -161,7 +158,7 @@ class Evaluator:
 
     def record_reward_model(self, ckpt: Any) -> None:
         """The reward model's own held-out accuracy and reward-length correlation, stored as metrics."""
-        metrics = json.loads((Path(ckpt.path) / "manifest.json").read_text(encoding="utf-8")).get("metrics", {})
+        metrics = read_manifest(Path(ckpt.path)).metrics
         rows = []
         for name, higher in (("heldout_accuracy", True), ("reward_length_corr", False)):
             if metrics.get(name) is not None:
