@@ -95,12 +95,13 @@ def stage_data(spec: StageSpec, world_dir: Path | None) -> Path | None:
     return world_dir / WORLD_FILES[key]
 
 
-def _existing_run(store: Store, cfg: PipelineConfig) -> str | None:
-    """Reuse the latest run with an identical config: a rerun resumes (or re-confirms) it."""
-    wanted = artifacts.canonical_json(dump(cfg))
+def _existing_run(store: Store, cfg: PipelineConfig, card: dict | None) -> str | None:
+    """Reuse the latest run with an identical config and world: a rerun resumes (or re-confirms)
+    it. Another world under the same config (a new generator version) is another run."""
+    wanted = artifacts.canonical_json(dump(cfg)), artifacts.canonical_json(card)
     runs = store.runs()
     for _, row in runs.sort_values("started_at", ascending=False).iterrows():
-        if artifacts.canonical_json(row["config"]) == wanted:
+        if (artifacts.canonical_json(row["config"]), artifacts.canonical_json(row["world_card"])) == wanted:
             return str(row["run_id"])
     return None
 
@@ -186,7 +187,7 @@ class Pipeline:
         self.layout.output_dir.mkdir(parents=True, exist_ok=True)
         world_dir, card = ensure_world(cfg, self.layout, self.say)
         with Store(self.layout.store_path) as store:
-            run_id = None if self.new_run else _existing_run(store, cfg)
+            run_id = None if self.new_run else _existing_run(store, cfg, card)
             run_id = store.create_run(cfg.name, dump(cfg), card, run_id=run_id)
             self.say(f"run [bold]{run_id}[/] ({cfg.name}) -> {self.layout.output_dir}")
             evaluator = Evaluator(cfg, store, run_id, world_dir, card, self.say)

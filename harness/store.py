@@ -209,8 +209,7 @@ class Store:
                     if stored != given[field]:
                         raise StoreError(f"eval_key {eval_key!r} already stored in {self.path} with "
                                          f"{field}={stored!r}, now given {given[field]!r}")
-            conn.execute("INSERT OR IGNORE INTO run_evaluations(run_id, stage, eval_key) VALUES (?, ?, ?)",
-                         (run_id, stage, eval_key))
+            self._link(conn, run_id, stage, eval_key)
         return row is not None and row[0] == "complete"
 
     def link_evaluation(self, eval_key: str, run_id: str, stage: str) -> None:
@@ -218,8 +217,19 @@ class Store:
         with self._write() as conn:
             self._require(conn, "runs", "run_id", run_id)
             self._require(conn, "evaluations", "eval_key", eval_key)
-            conn.execute("INSERT OR IGNORE INTO run_evaluations(run_id, stage, eval_key) VALUES (?, ?, ?)",
-                         (run_id, stage, eval_key))
+            self._link(conn, run_id, stage, eval_key)
+
+    @staticmethod
+    def _link(conn: sqlite3.Connection, run_id: str, stage: str, eval_key: str) -> None:
+        """Link (run_id, stage) to `eval_key`, replacing the link to any other evaluation of the same
+        suite there: a resumed run whose stage was retrained (new code, new data) reports the new
+        evaluation only, never the old and the new side by side. The old evaluation stays stored."""
+        conn.execute(
+            """DELETE FROM run_evaluations WHERE run_id = ? AND stage = ? AND eval_key != ? AND eval_key IN
+            (SELECT eval_key FROM evaluations WHERE suite = (SELECT suite FROM evaluations WHERE eval_key = ?))""",
+            (run_id, stage, eval_key, eval_key))
+        conn.execute("INSERT OR IGNORE INTO run_evaluations(run_id, stage, eval_key) VALUES (?, ?, ?)",
+                     (run_id, stage, eval_key))
 
     def write_evaluation(self, eval_key: str, metrics: Iterable[Mapping[str, Any]],
                          samples: Iterable[Mapping[str, Any]]) -> None:

@@ -235,6 +235,21 @@ def test_evaluation_reused_by_a_later_run(store: Store, run_id: str) -> None:
         store.begin_evaluation("k", later, "sft", "refusal", "1", "items-h", "vllm", DECODING, None)
 
 
+def test_a_retrained_stage_replaces_its_evaluation_in_the_run(store: Store, run_id: str) -> None:
+    """A resumed run whose stage was retrained (new checkpoint, new eval key) reports only the new
+    evaluation of each suite there; the old one stays stored, and other suites keep their links."""
+    for key, suite in (("old", "refusal"), ("other", "verbosity")):
+        _begin(store, key, run_id, suite=suite)
+        store.write_evaluation(key, _metrics(2), _samples(3))
+    _begin(store, "new", run_id)
+    store.write_evaluation("new", _metrics(2), _samples(3))
+    linked = store.evaluations(run_id)
+    assert sorted(linked["eval_key"]) == ["new", "other"]
+    assert len(store.metrics(run_id, stage="sft", suite="refusal")) == 2  # not 4: no old rows beside new ones
+    assert store.is_evaluation_complete("old")  # nothing stored is lost
+    store.link_evaluation("old", run_id, "sft")  # linking back swaps again
+    assert sorted(store.evaluations(run_id)["eval_key"]) == ["old", "other"]
+
 # -- readers ------------------------------------------------------------------------------
 EXPECTED_COLUMNS = {
     "runs": ["run_id", "name", "status", "started_at", "finished_at", "config", "world_card"],
