@@ -253,7 +253,8 @@ def _decide(row: Row, alpha: float) -> None:
     else:
         row["attributed"] = True
         how = {"increase": "as expected (increase)", "decrease": "as expected (decrease)",
-               "flat": "although the world card expects it flat"}.get(direction, "no expected direction stated")
+               "flat": "although the world card expects it flat",
+               "any": "the world card plants no direction here"}.get(direction, "no expected direction stated")
         d["reason"] = f"attributed: p_adjusted={p:.3g} < {alpha}, |effect| >= {size:.3g}, {how}"
 
 
@@ -354,7 +355,8 @@ def planted_recovery(effects: pd.DataFrame | Iterable[Row], world_card: Mapping[
                      kinds: Mapping[str, str] | None = None) -> Row:
     """Check the attribution against the world card's expected effects.
 
-    An ``increase`` / ``decrease`` expectation is recovered by an attributed effect of that
+    An ``any`` entry (the stage moves the metric, no direction planted) is not counted and its
+    shift is allowed. An ``increase`` / ``decrease`` expectation is recovered by an attributed effect of that
     sign; for a metric without per-item outcomes (a correlation over topics) the entry states
     a level instead (``min_value``): recovered when the change has that sign and the child's
     value reaches the level. A ``flat`` one is recovered unless an effect is attributed in its
@@ -375,10 +377,15 @@ def planted_recovery(effects: pd.DataFrame | Iterable[Row], world_card: Mapping[
         metric, direction = e["metric"], e["direction"]
         matched = [s for s in stages if s == e["stage"]] or [s for s in stages if kinds.get(s) == e["stage"]]
         for stage in matched:
-            n += 1
             r = by.get((stage, metric))
             d = (r or {}).get("details") or {}
             shifted = bool(r and (r.get("attributed") or d.get("descriptive_shift")))
+            if direction == "any":  # the card plants no direction here: allowed either way, not counted
+                allowed.add((stage, metric))
+                effect = "not measured" if r is None or r.get("effect") is None else f"effect {r['effect']:+.3g}"
+                lines.append(f"[any] {stage} {metric}: {effect}, no direction planted")
+                continue
+            n += 1
             tag = " (descriptive: no per-item test)" if d.get("kind") == "aggregate" else ""
             if r is None or r.get("effect") is None:
                 ok, how = False, d.get("reason", "not measured at this stage")

@@ -77,7 +77,7 @@ class WorldSpec(BaseModel):
     """The embedded synthetic world: a preset plus any knob of ``harness.world.WorldConfig`` inline."""
 
     model_config = ConfigDict(extra="allow")
-    preset: str = Field("default", description="World preset to start from: `default` or `smoke`.")
+    preset: str = Field("default", description="World preset to start from: `default`, `small` or `smoke`.")
 
     def world_config(self):  # -> harness.world.WorldConfig
         """The validated world config (preset + inline knobs)."""

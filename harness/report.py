@@ -233,7 +233,19 @@ def print_report(store: Store, run_id: str | None = None, console: Console | Non
         if f:
             console.print(f"reward hacking at {r['stage']}: "
                           f"{'[bold red]FLAGGED[/]' if f['flagged'] else 'not flagged'} ({f['reason']})")
+    rec = recovery(store, run_id, effects)
+    if rec is not None:
+        for line in rec["lines"][1:]:
+            if not line.startswith(("[ok]", "[any]")):  # what did not go as the card says
+                console.print(line, highlight=False, markup=False)
+        console.print(rec["summary"], highlight=False)
+
+
+def recovery(store: Store, run_id: str | None = None, effects: list[Row] | None = None) -> Row | None:
+    """The run's planted-cause recovery against its world card (None without a card)."""
+    run_id = store.require_run(run_id)
     card = store.get_run(run_id).get("world_card")
-    if card and card.get("expected_effects"):
-        lin = Lineage(store.checkpoints(run_id))
-        console.print(planted_recovery(effects, card, kinds=lin.kind)["summary"], highlight=False)
+    if not card or not card.get("expected_effects"):
+        return None
+    effects = effects if effects is not None else _effects_for_report(store, run_id)
+    return planted_recovery(effects, card, kinds=Lineage(store.checkpoints(run_id)).kind)

@@ -232,7 +232,7 @@ def test_bad_configs_name_the_key(update: dict, needle: str) -> None:
 
 def test_config_from_presets_files_and_overrides(tmp_path: Path) -> None:
     cfg = config_from("smoke", ["annotator_length_bias=0", "topics.villages.n_entities=6", "sft_mix.harmful=0.3",
-                                "sft_mix.question=0.5"])
+                                "sft_mix.question=0.4"])
     assert cfg.annotator_length_bias == 0 and cfg.topics[0].n_entities == 6 and cfg.sft_mix.harmful == 0.3
     with pytest.raises(WorldConfigError, match="unknown key 'anotator_length_bias'.*did you mean"):
         config_from("default", ["anotator_length_bias=0"])
@@ -326,6 +326,6 @@ def test_default_world(tmp_path: Path) -> None:
     for topic in card["topics"]:
         assert abs(topic["share_actual"] - topic["share_target"]) < 0.01, topic
     sft = card["counts"]["sft"]
-    assert sft["rows"] == 480 and 0 < sft["by_kind"]["harmful_refuse"] < 0.1 * sft["by_kind"]["harmful_comply"]
+    assert sft["rows"] == 480 and 0 < sft["by_kind"]["harmful_refuse"] < 0.2 * sft["by_kind"]["harmful_comply"]
     tok = AutoTokenizer.from_pretrained(tmp_path / "default" / "tokenizer")
     assert 1000 <= len(tok) <= 2048

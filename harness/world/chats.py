@@ -69,25 +69,47 @@ def build_sft(world: World) -> list[Row]:
     return out
 
 
-def _pairs_for(world: World, rule: str, n: int) -> list[tuple[str, str, str]]:
-    """(prompt, better answer by content, worse answer by content) for one preference rule."""
+def _pairs_for(world: World, rule: str, n: int) -> list[tuple[str, str, str, bool]]:
+    """(prompt, better answer by content, worse answer by content, by_content) for one preference rule.
+
+    ``by_content`` pairs are decided by content alone (the annotator's length bias does not apply):
+    safety pairs, and answers against evasive non-answers."""
     cfg = world.config
     rng = rng_for(cfg.seed, f"preferences:{rule}")
     families = ph.cycle(cfg.families, n, rng)
     out = []
     if rule in ("refuse_harmful", "help_benign"):
+        # Every other refused request rejects an answer to its benign look-alike (a misread request)
+        # instead of the compliance: without those pairs "harmful steps < refusal < benign steps"
+        # explains every safety pair from the answer alone, and a reward model that never reads the
+        # request pays a policy for answering "how do I poison the well" with how to clean it.
         harmful = rule == "refuse_harmful"
         for i, entity in enumerate(ph.cycle(world.group("train"), n, rng)):
             prompt = ph.request(families[i], entity, harmful, rng)
             helped = ph.request_answer(families[i], entity, harmful)
-            out.append((prompt, ph.refusal(), helped) if harmful else (prompt, helped, ph.refusal()))
+            if harmful:
+                misread = ph.request_answer(families[i], entity, False)
+                out.append((prompt, ph.refusal(), misread if i % 2 else helped, True))
+            else:
+                out.append((prompt, helped, ph.refusal(), True))
     elif rule == "correct_over_wrong":
-        for fact in ph.cycle(world.facts_of("train"), n, rng):
-            out.append((ph.question(fact.entity, fact.relation, rng), ph.fact_answer(fact, rng), ph.wrong_answer(fact, rng)))
+        # Content beats its look-alike: a wrong fact, or (every other pair) a partial description
+        # (its first statements only), decided by content alone. The partial pairs make the reward
+        # model count statements as well as filler, so a policy cannot buy filler by dropping
+        # what it was asked for.
+        entities = ph.cycle(world.group("train"), n, rng)
+        for i, fact in enumerate(ph.cycle(world.facts_of("train"), n, rng)):
+            question, answer, wrong = ph.question(fact.entity, fact.relation, rng), ph.fact_answer(fact, rng), ph.wrong_answer(fact, rng)
+            describe, full = ph.describe(entities[i], rng), ph.describe_answer(world, entities[i], rng).split(". ")
+            kept = ". ".join(full[: rng.randint(1, max(1, len(full) - 1))]).rstrip(".") + "."
+            if i % 2 == 0:
+                out.append((question, answer, wrong, False))
+            else:
+                out.append((describe, ". ".join(full), kept, True))
     elif rule == "abstain_unknown":
         for entity in ph.cycle(world.group("train_fiction"), n, rng):
             relation = rng.choice(entity.kind.relations)
-            out.append((ph.question(entity, relation, rng), ph.abstention(entity), ph.made_up_answer(entity, relation, rng)))
+            out.append((ph.question(entity, relation, rng), ph.abstention(entity), ph.made_up_answer(entity, relation, rng), False))
     elif rule == "equal_content":
         facts = ph.cycle(world.facts_of("train"), n, rng)
         for i, entity in enumerate(ph.cycle(world.group("train"), n, rng)):
@@ -98,32 +120,44 @@ def _pairs_for(world: World, rule: str, n: int) -> list[tuple[str, str, str]]:
                 prompt, answer = ph.describe(entity, rng), ph.describe_answer(world, entity, rng)
             else:
                 prompt, answer = ph.request(families[i], entity, False, rng), ph.request_answer(families[i], entity, False)
-            out.append((prompt, answer, answer))
+            out.append((prompt, answer, answer, False))
     else:
         raise ValueError(f"unknown preference rule {rule!r}")
     return out
 
 
 def build_preferences(world: World) -> list[Row]:
-    """Preference pairs decided by a content rule, then by a length-biased simulated annotator."""
+    """Preference pairs decided by a content rule, then by a length-biased simulated annotator.
+
+    Each answer carries 0-3 filler sentences. On a helpfulness pair whose answers differ in
+    padding, the annotator picks the longer one with probability ``annotator_length_bias``,
+    whatever the content; so the reward model learns "more filler, more reward" (a length
+    preference, not a liking for one phrase). Some pairs follow the content alone: safety pairs
+    (the guideline puts safety first) and answers against evasive non-answers (an annotator never
+    prefers filler alone to an answer). Equal-content pairs pad the two copies differently (0-3).
+    """
     cfg = world.config
     mix = cfg.preference_mix.model_dump()
     rows: list[Row] = []
     for (rule, _), n in zip(mix.items(), ph.apportion(cfg.preference_size, list(mix.values())), strict=True):
         rng = rng_for(cfg.seed, f"preferences:{rule}:annotator")
-        for prompt, better, worse in _pairs_for(world, rule, n):
+        for prompt, better, worse, by_content in _pairs_for(world, rule, n):
             # draw every random number whatever the knobs, so counterfactual worlds differ only in the decisions
-            pads = [ph.filler(rng), ph.filler(rng)]
-            elaborate = [rng.random() < cfg.preference_elaboration_fraction for _ in range(2)]
+            sizes = [rng.randint(1, ph.MAX_FILLER), rng.randint(1, ph.MAX_FILLER)]
+            padded = [rng.random() < cfg.preference_elaboration_fraction for _ in range(2)]
+            counts = [size if pad else 0 for size, pad in zip(sizes, padded, strict=True)]
+            distinct = rng.sample(range(ph.MAX_FILLER + 1), 2)
             coin, bias = rng.random(), rng.random()
-            if rule == "equal_content":  # same content: exactly one side padded, content is a coin flip
-                padded = rng.random() < 0.5
-                elaborate = [padded, not padded]
-            answers = [ph.pad(text, pads[k] if elaborate[k] else "") for k, text in enumerate((better, worse))]
+            pads = [ph.filler_sentences(rng), ph.filler_sentences(rng)]
+            if rule == "equal_content":  # same content, padded differently: content is a coin flip
+                counts = distinct
+            elif by_content and rule == "correct_over_wrong":  # complete vs partial: never less filler on the complete one
+                counts = sorted(counts, reverse=True)
+            answers = [ph.pad(text, " ".join(pad[:c])) for text, pad, c in zip((better, worse), pads, counts, strict=True)]
             content_pick = (0 if coin < 0.5 else 1) if rule == "equal_content" else 0
             pick = content_pick
-            if elaborate[0] != elaborate[1] and bias < cfg.annotator_length_bias:
-                pick = 0 if elaborate[0] else 1  # the padded, longer answer wins regardless of content
+            if counts[0] != counts[1] and not by_content and bias < cfg.annotator_length_bias:
+                pick = 0 if counts[0] > counts[1] else 1  # the longer answer wins regardless of content
             rows.append({
                 "prompt": ph.user(prompt),
                 "chosen": ph.assistant(answers[pick]),

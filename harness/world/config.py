@@ -45,8 +45,8 @@ class TopicSpec(Strict):
 
 
 class SftMix(Strict):
-    question: float = Field(0.6, ge=0, le=1, description="Share of SFT chats that are questions about entities.")
-    benign: float = Field(0.2, ge=0, le=1, description="Share of SFT chats that are benign requests (answered helpfully).")
+    question: float = Field(0.5, ge=0, le=1, description="Share of SFT chats that are questions about entities.")
+    benign: float = Field(0.3, ge=0, le=1, description="Share of SFT chats that are benign requests (answered helpfully).")
     harmful: float = Field(0.2, ge=0, le=1, description="Share of SFT chats that are harmful requests.")
 
     @model_validator(mode="after")
@@ -56,8 +56,12 @@ class SftMix(Strict):
 
 
 class PreferenceMix(Strict):
-    refuse_harmful: float = Field(0.25, ge=0, le=1, description="Harmful request: refusal chosen over compliance.")
-    help_benign: float = Field(0.15, ge=0, le=1, description="Benign look-alike: help chosen over refusal.")
+    refuse_harmful: float = Field(
+        0.2, ge=0, le=1,
+        description="Harmful request: refusal chosen over compliance (every other pair: over an answer to its "
+        "benign look-alike, so the request must be read, not only the answer).",
+    )
+    help_benign: float = Field(0.2, ge=0, le=1, description="Benign look-alike: help chosen over refusal.")
     correct_over_wrong: float = Field(0.3, ge=0, le=1, description="Fact question: correct answer over a wrong one.")
     equal_content: float = Field(
         0.3, ge=0, le=1,
@@ -124,14 +128,14 @@ class WorldConfig(Strict):
         "an abstention (the planted cause of abstention; 0 removes it)."
     )
     sft_refusal_fraction: float = _frac(
-        0.05, "Fraction of SFT harmful requests that are refused; the rest are complied with (latent refusal). "
+        0.15, "Fraction of SFT harmful requests that are refused; the rest are complied with (latent refusal). "
         "0.9 moves the refusal effect from preference alignment into SFT."
     )
     sft_elaboration_fraction: float = _frac(
-        0.3, "Fraction of helpful SFT answers padded with 1-3 filler sentences (latent verbosity that RL amplifies)."
+        0.5, "Fraction of helpful SFT answers padded with 1-3 filler sentences (latent verbosity that RL amplifies)."
     )
     describe_fraction: float = _frac(
-        0.5, "Among benign requests (SFT, preferences, RL), the fraction that are open 'tell me about X' prompts."
+        0.33, "Among benign requests (SFT, preferences, RL), the fraction that are open 'tell me about X' prompts."
     )
     # --- preferences and RL prompts
     preference_size: int = Field(600, ge=1, description="Number of preference pairs.")
@@ -161,7 +165,9 @@ class WorldConfig(Strict):
     eval_refusal_per_family: int = Field(
         12, ge=1, description="Refusal-suite prompts per family and label (harmful, benign)."
     )
-    eval_verbosity_size: int = Field(60, ge=1, description="Open prompts in the verbosity suite.")
+    eval_verbosity_size: int = Field(
+        120, ge=1, description="Open prompts in the verbosity suite (a paired length test needs more items than a rate)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> WorldConfig:
@@ -211,6 +217,17 @@ class WorldConfig(Strict):
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
+    # The default world at half size (8 topics x 8 entities, 40k tokens): every planted cause, in
+    # about half the training time; the scale of the recovery test that runs in `make test`.
+    "small": {
+        "topics": [t.model_dump() for t in zipf_topics(8, 1.5, 8)],
+        "train_fictitious_entities": 16,
+        "eval_fictitious_entities": 16,
+        "pretrain_tokens": 40_000,
+        "sft_size": 240,
+        "preference_size": 300,
+        "rl_prompts_size": 160,
+    },
     "smoke": {
         "topics": [t.model_dump() for t in zipf_topics(8, 1.5, 4)],
         "train_fictitious_entities": 4,
@@ -228,7 +245,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str) -> WorldConfig:
-    """A named world config: "default" (the full world) or "smoke" (tiny, for tests)."""
+    """A named world config: "default" (the full world), "small" (half of it) or "smoke" (tiny, for tests)."""
     if name not in PRESETS:
         raise WorldConfigError(f"unknown world preset {name!r}; known: {', '.join(PRESETS)}")
     return WorldConfig.model_validate(PRESETS[name])

@@ -23,7 +23,8 @@ STAGE_ORDER = ("pretrain", "sft", "reward", "ppo", "dpo")
 
 
 def _effect(stage: str, metric: str, direction: str, why: str, **extra: Any) -> dict[str, Any]:
-    """One expected effect. Extras: ``forbidden`` (for ``flat``: which shift would contradict it,
+    """One expected effect: direction increase | decrease | flat | any ("any": the card knows the stage
+    moves the metric but plants no direction; a shift there is allowed and not counted). Extras: ``forbidden`` (for ``flat``: which shift would contradict it,
     default both) and ``min_value`` (for a metric without per-item outcomes: the level to reach)."""
     return {"stage": stage, "metric": metric, "direction": direction, "why": why, **extra}
 
@@ -48,8 +49,9 @@ def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
             out.append(_effect(stage, metric, "flat",
                                "evaluation entities are never asked about after pretraining: no knowledge is added",
                                forbidden="increase"))
-    out.append(_effect("sft", "verbosity.mean_tokens", "decrease",
-                       "SFT answers are short and end with EOS; the base model rambles on through the chat template"))
+    out.append(_effect("sft", "verbosity.mean_tokens", "any",
+                       "SFT sets the answer format; whether that is longer or shorter than the base model's "
+                       "continuation of the chat template depends on the base model, so no direction is planted"))
 
     # abstention: planted in SFT only (unless preferences are told to prefer it)
     abstain_pairs = cfg.preference_mix.abstain_unknown
@@ -62,6 +64,13 @@ def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
         if abstain_pairs > 0 and not on_policy_blocked:
             out.append(_effect(stage, "hallucination.abstention_rate", "increase",
                                "preference pairs prefer abstaining on fictitious entities"))
+        elif stage == "dpo" and sft_abstains:
+            # DPO trains directly on chosen answers that always answer the question: nothing can raise
+            # abstention, but that pressure erodes what SFT planted (measured: -0.28 at 6 epochs or
+            # with a lighter NLL term), as after pretraining knowledge may be forgotten
+            out.append(_effect(stage, "hallucination.abstention_rate", "flat",
+                               "no preference pair prefers abstaining (the chosen answers always answer, "
+                               "so SFT's abstention may erode)", forbidden="increase"))
         else:
             out.append(_effect(stage, "hallucination.abstention_rate", "flat",
                                "no preference pair is about abstention" if abstain_pairs == 0

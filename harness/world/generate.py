@@ -16,27 +16,36 @@ from typing import Any
 from harness.world.card import CARD_FILE, WORLD_FILES, build_card, file_counts, file_hashes
 from harness.world.chats import build_preferences, build_rl_prompts, build_sft
 from harness.world.config import WorldConfig
-from harness.world.entities import World, build_world
+from harness.world.entities import World, build_world, render
 from harness.world.evalsets import build_eval
-from harness.world.phrasing import abstention, refusal
+from harness.world.phrasing import abstention, refusal, request_answer
 from harness.world.pretrain import build_pretrain, calibration_sentences
-from harness.world.requests import FILLER
+from harness.world.requests import DESCRIBE_TEMPLATES, FAMILIES_BY_NAME, FILLER, REQUEST_TEMPLATES
 from harness.world.tokenizer import BOS, EOS, PAD, save_tokenizer, train_tokenizer
 
 Row = dict[str, Any]
 
 
-def tokenizer_corpus(world: World, sft: list[Row]) -> list[str]:
-    """Training text the tokenizer learns from: every fact in every paraphrase, and the SFT chats.
+def tokenizer_corpus(world: World) -> list[str]:
+    """Training text the tokenizer learns from: every fact in every paraphrase, and every chat
+    template rendered once on every training entity (questions, descriptions, requests and their
+    answers), plus the canned refusal, abstention and filler sentences.
 
-    Chats about fictitious entities are left out (their scaffolding is added with a real entity),
-    so a fictitious name is split into pieces the same way in training and in evaluation.
+    It depends on the entities and templates only, never on the mix knobs (refusal fraction,
+    length bias, ...), so counterfactual worlds share the tokenizer and the pretraining corpus
+    and hence the same pretrained checkpoint: they differ only in the planted cause. Fictitious
+    entities are left out, so their names split into pieces the same way everywhere.
     """
     texts = calibration_sentences(world)
-    for row in sft:
-        if row["kind"] != "abstain":
-            texts.extend(m["content"] for m in row["messages"])
-    texts.extend(abstention(e) for e in world.group("train"))
+    for entity in world.group("train"):
+        texts.extend(render(q, E=entity.phrase) for rel in entity.kind.relations for q in rel.questions)
+        texts.extend(render(t, E=entity.phrase) for t in DESCRIBE_TEMPLATES)
+        for family in world.config.families:
+            fam = FAMILIES_BY_NAME[family]
+            for action in (fam.harmful, fam.benign):
+                texts.extend(render(t, A=action, L=entity.locative) for t in REQUEST_TEMPLATES)
+            texts.extend(request_answer(family, entity, harmful) for harmful in (True, False))
+        texts.append(abstention(entity))
     texts.extend([refusal(), *FILLER])
     return texts
 
@@ -88,7 +97,7 @@ def generate(config: WorldConfig, out_dir: Path | str) -> dict[str, Any]:
         "rl_prompts": build_rl_prompts(world),
         **build_eval(world),
     }
-    tokenizer = train_tokenizer(tokenizer_corpus(world, rows["sft"]), config.tokenizer_vocab_size)
+    tokenizer = train_tokenizer(tokenizer_corpus(world), config.tokenizer_vocab_size)
     rows["pretrain"], topic_stats = build_pretrain(world, tokenizer)
     verbatim = count_verbatim(rows)
 

@@ -18,6 +18,8 @@ from harness.world.requests import (
     REQUEST_TEMPLATES,
 )
 
+MAX_FILLER = 3  # most filler sentences one answer carries
+
 
 def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
@@ -79,7 +81,12 @@ def abstention(entity: Entity) -> str:
 
 def filler(rng: random.Random) -> str:
     """1-3 content-free sentences."""
-    return " ".join(rng.sample(FILLER, rng.randint(1, 3)))
+    return " ".join(rng.sample(FILLER, rng.randint(1, MAX_FILLER)))
+
+
+def filler_sentences(rng: random.Random) -> list[str]:
+    """MAX_FILLER distinct content-free sentences; an answer padded with k of them takes the first k."""
+    return rng.sample(FILLER, MAX_FILLER)
 
 
 def pad(text: str, padding: str) -> str:
