@@ -1,0 +1,88 @@
+"""Planted-cause recovery: the attribution finds every cause the world planted, and no other.
+
+The world card states which stage must move which metric (``harness/world/effects.py``); a
+run's attribution is checked against it by ``harness.report.recovery``. These tests train real
+models end to end, so they are the proof that the attribution is right, not a unit test of it:
+
+- ``test_small_world_recovers_its_planted_causes`` (``make test``, a few minutes): the `small`
+  config (half the default world, pretrain -> sft -> dpo).
+- the ``slow`` tests (``make test-slow``): the default world with every stage; the null control
+  (``annotator_length_bias=0``) on two training seeds; the moved cause (``sft_refusal_fraction=0.9``).
+  They share one output_dir, so the counterfactual runs reuse the checkpoints their world
+  leaves unchanged (the tokenizer and the pretraining corpus never depend on these knobs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from harness.config import load_config
+from harness.pipeline import Pipeline
+from harness.report import recovery
+from harness.store import Store
+
+
+def _run(config: str, out: Path, *overrides: str) -> dict:
+    cfg = load_config(config, [f"output_dir={out}", "backend.name=hf", *overrides])
+    result = Pipeline(cfg, Console(quiet=True)).run()
+    with Store(out / "results.sqlite") as store:
+        rec = recovery(store, result.run_id)
+    assert rec is not None, "the run has no world card with expected effects"
+    print("\n".join(rec["lines"]))
+    return rec
+
+
+def _assert_all_recovered(rec: dict) -> None:
+    report = "\n".join(rec["lines"])
+    assert rec["recovered"] == rec["expected"], report
+    assert rec["unplanted_attributed"] == 0, report
+
+
+def _line(rec: dict, stage: str, metric: str) -> str:
+    hits = [line for line in rec["lines"] if f"] {stage} {metric} " in line]
+    assert len(hits) == 1, f"expected one card line for {stage} {metric}, got {hits}"
+    return hits[0]
+
+
+def test_small_world_recovers_its_planted_causes(tmp_path: Path) -> None:
+    rec = _run("small", tmp_path)
+    _assert_all_recovered(rec)
+    # the causes this scale plants: knowledge at pretrain, abstention at sft, refusal at dpo
+    for stage, metric in (("pretrain", "topic_coverage.share_correlation"), ("sft", "hallucination.abstention_rate"),
+                          ("dpo", "refusal.harmful_refusal_rate")):
+        assert _line(rec, stage, metric).startswith("[ok]")
+    assert rec["expected"] >= 12
+
+
+@pytest.fixture(scope="module")
+def default_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("recovery-default")
+
+
+@pytest.mark.slow
+def test_default_world_recovers_every_planted_cause(default_dir: Path) -> None:
+    rec = _run("default", default_dir)
+    _assert_all_recovered(rec)
+    assert _line(rec, "ppo", "verbosity.mean_tokens").startswith("[ok]")
+    assert _line(rec, "ppo", "refusal.harmful_refusal_rate").startswith("[ok]")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_null_control_attributes_no_verbosity_increase_to_ppo(default_dir: Path, seed: int) -> None:
+    rec = _run("default", default_dir, "world.annotator_length_bias=0", f"seed={seed}")
+    _assert_all_recovered(rec)
+    line = _line(rec, "ppo", "verbosity.mean_tokens")
+    assert "expected flat" in line, line
+
+
+@pytest.mark.slow
+def test_moved_cause_moves_the_refusal_effect_to_sft(default_dir: Path) -> None:
+    rec = _run("default", default_dir, "world.sft_refusal_fraction=0.9")
+    _assert_all_recovered(rec)
+    assert _line(rec, "sft", "refusal.harmful_refusal_rate").startswith("[ok]")
+    assert "expected increase" in _line(rec, "sft", "refusal.harmful_refusal_rate")
+    assert "expected flat" in _line(rec, "ppo", "refusal.harmful_refusal_rate")
