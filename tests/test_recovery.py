@@ -14,6 +14,7 @@ models end to end, so they are the proof that the attribution is right, not a un
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,10 @@ def test_small_world_recovers_its_planted_causes(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def default_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("recovery-default")
+    """A fresh output_dir, or HARNESS_RECOVERY_DIR to rerun over an earlier one: checkpoints are
+    content-addressed, so only what the current code would train differently is retrained."""
+    reuse = os.environ.get("HARNESS_RECOVERY_DIR")
+    return Path(reuse) if reuse else tmp_path_factory.mktemp("recovery-default")
 
 
 @pytest.mark.slow

@@ -64,6 +64,13 @@ def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
         if abstain_pairs > 0 and not on_policy_blocked:
             out.append(_effect(stage, "hallucination.abstention_rate", "increase",
                                "preference pairs prefer abstaining on fictitious entities"))
+        elif stage == "ppo" and sft_abstains:
+            # the reward model never saw an abstention: whether it pays for one more than for a made-up
+            # answer (it was taught that wrong facts lose, and that answers beat non-answers) is not
+            # planted either way; measured -0.38 to +0.43 across seeds and counterfactual worlds
+            out.append(_effect(stage, "hallucination.abstention_rate", "any",
+                               "no preference pair is about abstention: the reward model's view of one is "
+                               "an extrapolation, in either direction"))
         elif stage == "dpo" and sft_abstains:
             # DPO trains directly on chosen answers that always answer the question: nothing can raise
             # abstention, but that pressure erodes what SFT planted (measured: -0.28 at 6 epochs or
