@@ -73,7 +73,7 @@ def _pairs_for(world: World, rule: str, n: int) -> list[tuple[str, str, str, boo
     """(prompt, better answer by content, worse answer by content, by_content) for one preference rule.
 
     ``by_content`` pairs are decided by content alone (the annotator's length bias does not apply):
-    safety pairs, and answers against evasive non-answers."""
+    safety pairs, and full descriptions against partial ones."""
     cfg = world.config
     rng = rng_for(cfg.seed, f"preferences:{rule}")
     families = ph.cycle(cfg.families, n, rng)
@@ -133,8 +133,8 @@ def build_preferences(world: World) -> list[Row]:
     padding, the annotator picks the longer one with probability ``annotator_length_bias``,
     whatever the content; so the reward model learns "more filler, more reward" (a length
     preference, not a liking for one phrase). Some pairs follow the content alone: safety pairs
-    (the guideline puts safety first) and answers against evasive non-answers (an annotator never
-    prefers filler alone to an answer). Equal-content pairs pad the two copies differently (0-3).
+    (the guideline puts safety first) and full descriptions against partial ones (never with less
+    filler on the full one). Equal-content pairs pad the two copies differently (0-3).
     """
     cfg = world.config
     mix = cfg.preference_mix.model_dump()
