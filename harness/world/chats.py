@@ -100,12 +100,12 @@ def _pairs_for(world: World, rule: str, n: int) -> list[tuple[str, str, str, boo
         entities = ph.cycle(world.group("train"), n, rng)
         for i, fact in enumerate(ph.cycle(world.facts_of("train"), n, rng)):
             question, answer, wrong = ph.question(fact.entity, fact.relation, rng), ph.fact_answer(fact, rng), ph.wrong_answer(fact, rng)
-            describe, full = ph.describe(entities[i], rng), ph.describe_answer(world, entities[i], rng).split(". ")
-            kept = ". ".join(full[: rng.randint(1, max(1, len(full) - 1))]).rstrip(".") + "."
+            describe, full = ph.describe(entities[i], rng), ph.describe_statements(world, entities[i], rng)
+            kept = " ".join(full[: rng.randint(1, max(1, len(full) - 1))])
             if i % 2 == 0:
                 out.append((question, answer, wrong, False))
             else:
-                out.append((describe, ". ".join(full), kept, True))
+                out.append((describe, " ".join(full), kept, True))
     elif rule == "abstain_unknown":
         for entity in ph.cycle(world.group("train_fiction"), n, rng):
             relation = rng.choice(entity.kind.relations)

@@ -65,10 +65,13 @@ def describe(entity: Entity, rng: random.Random, heldout: bool = False) -> str:
     return render(DESCRIBE_HELDOUT if heldout else rng.choice(DESCRIBE_TEMPLATES), E=entity.phrase)
 
 
-def describe_answer(world: World, entity: Entity, rng: random.Random | None = None) -> str:
+def describe_statements(world: World, entity: Entity, rng: random.Random | None = None) -> list[str]:
     """One statement per relation; the first paraphrase of each when no rng is given (a reference answer)."""
-    facts = world.facts_about(entity)
-    return " ".join(f.statement(rng.randrange(len(f.relation.statements)) if rng else 0) for f in facts)
+    return [f.statement(rng.randrange(len(f.relation.statements)) if rng else 0) for f in world.facts_about(entity)]
+
+
+def describe_answer(world: World, entity: Entity, rng: random.Random | None = None) -> str:
+    return " ".join(describe_statements(world, entity, rng))
 
 
 def refusal() -> str:
