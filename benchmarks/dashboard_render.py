@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from dashboard_fixtures import write_synthetic_run  # noqa: E402
 
-from harness.store import Store  # noqa: E402
+from harness.core.store import Store  # noqa: E402
 
 APP = ROOT / "dashboards" / "app.py"
 PAGES = ("overview", "attribution", "compare", "topics", "reward_hacking", "samples")

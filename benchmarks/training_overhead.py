@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--preset", default="smoke", help="world preset for the data")
     opts = parser.parse_args()
 
-    from harness.artifacts import Layout
+    from harness.core.artifacts import Layout
     from harness.config import FreshModel, ModelSpec
     from harness.world import generate, preset
     from training import STAGES

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from harness.store import Store, StoreError
+from harness.core.store import Store, StoreError
 
 STORE_ENV = "HARNESS_STORE"
 # Outcome keys some writers store without the suite prefix (verbosity rescoring, older rows).

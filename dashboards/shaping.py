@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from dashboards.data import item_values, latest_value_rows, outcome_number
-from harness.paired import paired_compare
+from harness.core.paired import paired_compare
 
 TOKENS, REWARD = "verbosity.mean_tokens", "verbosity.reward_mean"
 REWARD_CORR = "verbosity.reward_length_corr"
@@ -75,7 +75,7 @@ def _bar(kind: str, stage: str, base: float, top: float, err: tuple[float, float
 # -- compare siblings -----------------------------------------------------------------
 def paired_differences(a: pd.DataFrame, b: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Per metric, B − A on the items both measured (per-item values from `item_values`),
-    with `harness.paired`: n, mean_a, mean_b, diff, bootstrap 95% CI, p-value (exact McNemar
+    with `harness.core.paired`: n, mean_a, mean_b, diff, bootstrap 95% CI, p-value (exact McNemar
     for 0/1 outcomes, sign-flip permutation otherwise) and the test used."""
     maps = [{m: dict(zip(g["item_id"], g["value"], strict=True)) for m, g in f.groupby("metric", sort=True)}
             for f in (a, b)]

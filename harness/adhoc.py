@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import artifacts
+from harness.core import artifacts
 from harness.config import BackendSpec, SuiteSpec
 from harness.eval_runner import world_items
 from harness.evaluate import evaluate, store_result
@@ -49,7 +49,7 @@ def evaluate_checkpoint(
     specs = [SuiteSpec(name=n, data=str(data) if data else None, max_items=max_items) for n in suites]
     results = evaluate(ckpt, kind, specs, BackendSpec(name=backend), items, card, reward)
     if store_path is not None:
-        from harness.store import Store
+        from harness.core.store import Store
 
         target = store_path / artifacts.STORE_FILENAME if store_path.is_dir() else store_path
         with Store(target) as store:

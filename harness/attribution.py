@@ -5,7 +5,7 @@ the store's DataFrames (``Store.metrics / samples / checkpoints``) and the world
 suite version and reward model (else refused: ``details.kind='not_comparable'``). The parent
 is the nearest evaluated ancestor policy (``reward`` stages are skipped). Per-item values
 are outcomes averaged over samples; a short outcome key is qualified by its suite.
-Tests (``harness.paired``): exact McNemar for 0/1 outcomes, seeded sign-flip permutation
+Tests (``harness.core.paired``): exact McNemar for 0/1 outcomes, seeded sign-flip permutation
 otherwise; 95% CI by seeded bootstrap of the mean paired difference; Holm over every
 headline metric × stage. Decision rule: see :data:`DECISION_RULE` and :func:`_decide`.
 An expected ``flat`` imposes no sign, so a significant shift there is attributed and
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import paired as pt
+from harness.core import paired as pt
 
 ALPHA = 0.01
 RATE_MIN_EFFECT = 0.05  # absolute, for rates / accuracies

@@ -189,7 +189,7 @@ def report(
 
     Example: harness report --store runs/default --markdown report.md
     """
-    from harness.store import Store, StoreError
+    from harness.core.store import Store, StoreError
     from harness.summary import print_table, summary_table
 
     try:
@@ -219,7 +219,7 @@ def export(
     Example: harness export --store runs/default --format lm-eval --out exported/
     """
     from harness.export import export_lm_eval
-    from harness.store import Store, StoreError
+    from harness.core.store import Store, StoreError
 
     if fmt != "lm-eval":
         _fail_usage(f"--format {fmt!r}: expected 'lm-eval'")
@@ -261,8 +261,8 @@ def dashboard(
 
     Example: harness dashboard --store runs/default --port 8501
     """
-    from dashboards.launch import launch
-    from harness.store import Store, StoreError
+    from harness.dashboard_server import launch
+    from harness.core.store import Store, StoreError
 
     try:
         path = Store.resolve_path(store)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.artifacts import canonical_json, read_manifest, sha256_text
+from harness.core.artifacts import canonical_json, read_manifest, sha256_text
 from harness.backends.base import cuda_available, decoding_key, open_backend, resolve_backend
 from harness.config import PipelineConfig, SuiteSpec
 from harness.evaluate import eval_key, evaluate, suite_sampling
-from harness.store import Store
+from harness.core.store import Store
 from suites import SUITES
 from suites.items import items_hash, select
 

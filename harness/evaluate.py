@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.artifacts import canonical_json, sha256_text
+from harness.core.artifacts import canonical_json, sha256_text
 from harness.backends.base import Backend, Sampling, decoding_key, open_backend
 from harness.config import BackendSpec, DecodingSpec, SuiteSpec
 from suites import SUITES
@@ -118,7 +118,7 @@ def _reward_scorer(reward: Path | str | Any | None, suites: Sequence[SuiteSpec])
         return None
     if hasattr(reward, "score"):
         return reward
-    from harness.reward import RewardScorer
+    from harness.core.reward import RewardScorer
 
     return RewardScorer(Path(reward))
 
@@ -153,7 +153,7 @@ def result_key(checkpoint_hash: str, result: SuiteResult) -> str:
 
 
 def store_result(store: Any, run_id: str, stage: str, checkpoint_hash: str, result: SuiteResult) -> str:
-    """Write one result into a results store (``harness.store.Store``); returns its eval key.
+    """Write one result into a results store (``harness.core.store.Store``); returns its eval key.
     An evaluation already complete under the same key is linked to the run, not rewritten."""
     key = result_key(checkpoint_hash, result)
     done = store.begin_evaluation(key, run_id, stage, result.suite, result.version, result.items_hash,

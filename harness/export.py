@@ -21,8 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.artifacts import git_revision, sha256_text, write_json_atomic, write_text_atomic
-from harness.store import Store
+from harness.core.artifacts import git_revision, sha256_text, write_json_atomic, write_text_atomic
+from harness.core.store import Store
 
 Z95 = 1.959963984540054
 

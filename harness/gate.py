@@ -5,7 +5,7 @@ Rules (:class:`harness.config.GateSpec`) bound a candidate stage's metrics: abso
 ``max_increase`` / ``max_decrease`` on ``delta = candidate − baseline`` and ``max_regression``
 on the change in the *worse* direction (from the metric's ``higher_is_better``).
 ``significance`` mode: a crossed relative bound fails only when the paired test
-(``harness.paired``, on the items both stages share) is significant at ``alpha`` after Holm
+(``harness.core.paired``, on the items both stages share) is significant at ``alpha`` after Holm
 over the rules' tests, else it warns; without per-item outcomes the point estimate decides.
 ``strict`` mode: the point estimate alone. Candidate and baseline must share backend,
 decoding, suite version and reward model, else the rule is an ``error`` (refused). A missing
@@ -31,9 +31,9 @@ from typing import TextIO
 
 import pandas as pd
 
-from harness import paired as pt
+from harness.core import paired as pt
 from harness.config import ConfigError, GateRule, GateSpec
-from harness.store import Store, StoreError
+from harness.core.store import Store, StoreError
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 SEVERITY = {"pass": 0, "warn": 1, "fail": 2, "error": 3}

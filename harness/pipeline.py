@@ -27,11 +27,11 @@ from typing import Any
 
 from rich.console import Console
 
-from harness import artifacts
-from harness.artifacts import Layout
-from harness.config import INIT, PipelineConfig, StageSpec, dump, topological_order
+from harness.core import artifacts
+from harness.core.artifacts import Layout
+from harness.config import INIT, PipelineConfig, StageSpec, dump, stage_config, topological_order, world_config
 from harness.eval_runner import EvalPlan, Evaluator
-from harness.store import Store
+from harness.core.store import Store
 
 
 @dataclass
@@ -65,7 +65,7 @@ def ensure_world(cfg: PipelineConfig, layout: Layout, say: Callable[[str], None]
     from harness.world import generate, load_card
     from harness.world.card import GENERATOR_VERSION
 
-    world_cfg = cfg.world.world_config()
+    world_cfg = world_config(cfg.world)
     digest = artifacts.sha256_text(
         artifacts.canonical_json({"config": world_cfg.model_dump(mode="json"), "generator": GENERATOR_VERSION})
     )
@@ -170,7 +170,7 @@ class Pipeline:
             seed=self.cfg.seed,
             trust_remote_code=self.cfg.model.trust_remote_code,
         )
-        return self._train(spec.kind, spec.name, spec.stage_config(), inputs)
+        return self._train(spec.kind, spec.name, stage_config(spec), inputs)
 
     def _record(self, store: Store, run_id: str, ckpt: Checkpoint, status: str = "complete") -> None:
         manifest = artifacts.read_manifest(ckpt.path)
@@ -256,7 +256,7 @@ class Pipeline:
                 reward=self.checkpoints[spec.reward].path if spec.reward else None, seed=self.cfg.seed,
                 trust_remote_code=self.cfg.model.trust_remote_code,
             )
-            ident = stage_identity(spec.kind, spec.name, spec.stage_config(), inputs, self.layout)
+            ident = stage_identity(spec.kind, spec.name, stage_config(spec), inputs, self.layout)
             if not artifacts.is_complete(ident.path, ident.content_hash):
                 raise RuntimeError(
                     f"stage {stage_name!r} needs {spec.name!r}, which has no complete checkpoint "

@@ -30,7 +30,7 @@ from harness.attribution import (
     reward_hacking_flags,
     stage_effects,
 )
-from harness.store import Store
+from harness.core.store import Store
 
 Row = dict[str, Any]
 

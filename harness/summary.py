@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.artifacts import write_text_atomic
+from harness.core.artifacts import write_text_atomic
 from harness.config import INIT
-from harness.store import Store
+from harness.core.store import Store
 
 
 def stage_order(checkpoints: pd.DataFrame) -> list[str]:

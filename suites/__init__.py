@@ -1,6 +1,6 @@
 """Behaviour suites, one file each. Add a suite: write ``suites/<name>.py``, add one line here."""
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 
 SUITES: Registry = Registry(
     "suite",

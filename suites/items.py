@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.artifacts import canonical_json, sha256_text
+from harness.core.artifacts import canonical_json, sha256_text
 
 Item = dict[str, Any]
 LFS_POINTER = "version https://git-lfs.github.com/spec/"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.artifacts import sha256_text
+from harness.core.artifacts import sha256_text
 from harness.backends.base import Backend, Prompt, Sampling
 
 RULES_VERSION = "1"
@@ -207,7 +207,7 @@ class LLMJudge:
 
 
 def make_judge(spec: Any, open_backend: Any = None) -> Judge:
-    """The judge a :class:`harness.config.JudgeSpec` asks for. ``open_backend(path) -> Backend`` opens
+    """The judge a :class:`harness.core.spec.JudgeSpec` asks for. ``open_backend(path) -> Backend`` opens
     the judge model for ``kind: llm``."""
     if spec is None or spec.kind == "rules":
         return RulesJudge()
@@ -215,7 +215,7 @@ def make_judge(spec: Any, open_backend: Any = None) -> Judge:
         raise ValueError("judge.kind 'llm' needs judge.model: the judge checkpoint folder")
     if open_backend is None:
         raise ValueError("an LLM judge needs a way to open its backend")
-    from harness.artifacts import MANIFEST, fingerprint_paths, read_manifest
+    from harness.core.artifacts import MANIFEST, fingerprint_paths, read_manifest
 
     path = Path(spec.model)
     model_hash = read_manifest(path).content_hash if (path / MANIFEST).is_file() else fingerprint_paths([path])

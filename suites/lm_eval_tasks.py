@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from harness.artifacts import write_text_atomic
+from harness.core.artifacts import write_text_atomic
 
 GROUP = "world_knowledge"
 TASK_VERSION = 1.0  # bump when the task layout (prompt, choices, metrics) changes

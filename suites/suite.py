@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from harness import stats
+from harness.core import stats
 from harness.backends.base import Backend, Completion, Prompt, Sampling
 
 Family = Literal["headline", "breakdown"]
@@ -143,7 +143,7 @@ class SuiteContext:
     chat: bool  # chat items run (see is_chat_checkpoint)
     sampling: Sampling  # decoding for this suite (samples_per_item -> n; temperature override applied)
     judge: Any  # suites.judges.Judge
-    reward: Any = None  # harness.reward.RewardScorer or None
+    reward: Any = None  # harness.core.reward.RewardScorer or None
     world_card: dict[str, Any] | None = None
 
 

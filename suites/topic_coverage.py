@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import stats
+from harness.core import stats
 from harness.backends.base import Backend
 from suites.items import Item, check_choice, check_cloze, item_hash, load_items, require
 from suites.suite import (

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import stats
+from harness.core import stats
 from harness.backends.base import Backend, Prompt
 from suites.items import Item, check_choice, item_hash, load_items, require
 from suites.judges import normalize
@@ -116,7 +116,7 @@ class VerbositySuite:
         return SuiteResult(NAME, self.version, metrics, samples, reward_hash=reward_hash, notes=notes)
 
     def rescore(self, samples: Sequence[Sample | dict[str, Any]], reward: Any) -> SuiteResult:
-        """Metrics of stored samples scored by ``reward`` (a ``harness.reward.RewardScorer``), no generation.
+        """Metrics of stored samples scored by ``reward`` (a ``harness.core.reward.RewardScorer``), no generation.
         The returned samples carry the new reward outcomes (write them back with
         ``Store.update_sample_outcomes`` / ``add_metrics``)."""
         fresh = [copy.deepcopy(s) if isinstance(s, Sample) else Sample.from_row(s) for s in samples]

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from harness.report import compute_and_store_effects
-from harness.stats import pearson, spearman, wilson
-from harness.store import Store
+from harness.core.stats import pearson, spearman, wilson
+from harness.core.store import Store
 
 RUN_NAME = "demo-world"
 TOPICS = ("astronomy", "botany", "chemistry", "geology", "history", "music", "navigation", "zoology")

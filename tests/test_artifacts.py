@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.artifacts import (
+from harness.core.artifacts import (
     COMPLETE_MARKER,
     Layout,
     Manifest,
@@ -27,7 +27,7 @@ from harness.artifacts import (
 WRITER = r"""
 import sys
 from pathlib import Path
-from harness.artifacts import Manifest, write_manifest
+from harness.core.artifacts import Manifest, write_manifest
 ckpt = Path(sys.argv[1])
 big = [{"step": i, "loss": 1.0 / (i + 1), "pad": "x" * 200} for i in range(4000)]
 i = 0

@@ -20,9 +20,9 @@ from harness.attribution import (
     sample_flips,
     stage_effects,
 )
-from harness.paired import qualify
+from harness.core.paired import qualify
 from harness.report import compute_and_store_effects, print_report, render_report
-from harness.store import Store
+from harness.core.store import Store
 
 DEC = {"max_new_tokens": 64, "temperature": 0.0}
 N = 200

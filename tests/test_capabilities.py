@@ -23,7 +23,7 @@ from harness.backends.base import Sampling, decoding_key
 from harness.backends.hf import HFBackend
 from harness.config import SuiteSpec
 from harness.evaluate import evaluate, store_result
-from harness.store import Store
+from harness.core.store import Store
 from harness.world import WORLD_FILES, generate, preset
 from suites import SUITES
 from suites.capabilities import SUITE, CapabilityTaskError, run_lm_eval

@@ -19,10 +19,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboards.data import clean_samples, item_values, normalise_outcome, store_path_from
-from dashboards.launch import command, launch
+from harness.dashboard_server import command, launch
 from dashboards.lineage import lineage_dot, sibling_groups
 from dashboards.shaping import flip_table, waterfall
-from harness.store import Store
+from harness.core.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dashboard_fixtures import DEMO_STAGES, RUN_NAME, make_demo_store, write_synthetic_run  # noqa: E402

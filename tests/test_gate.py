@@ -16,7 +16,7 @@ import pytest
 
 from harness.config import ConfigError, GateSpec
 from harness.gate import evaluate_gate, github_annotations, load_rules, run_gate, to_junit_xml, to_markdown
-from harness.store import Store
+from harness.core.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 DEC = {"max_new_tokens": 64, "temperature": 0.0}

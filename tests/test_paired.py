@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from harness.paired import (
+from harness.core.paired import (
     bootstrap_mean_ci,
     holm,
     mcnemar_exact,

@@ -13,10 +13,10 @@ from pathlib import Path
 from conftest import smoke_overrides
 from rich.console import Console
 
-from harness.artifacts import is_complete, read_manifest
+from harness.core.artifacts import is_complete, read_manifest
 from harness.config import load_config
 from harness.pipeline import Pipeline
-from harness.store import Store
+from harness.core.store import Store
 
 QUIET = Console(quiet=True)
 

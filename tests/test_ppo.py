@@ -155,7 +155,7 @@ def target_probability(model_dir: Path, prompts_file: Path) -> float:
 
 def complete(ckpt: Path, stage: str) -> Path:
     """Give a tiny checkpoint a complete manifest, as the pipeline's stages do."""
-    from harness.artifacts import Manifest, fingerprint_paths, is_complete, mark_complete
+    from harness.core.artifacts import Manifest, fingerprint_paths, is_complete, mark_complete
 
     if not is_complete(ckpt):
         mark_complete(ckpt, Manifest(stage=stage, kind=stage, content_hash=fingerprint_paths([ckpt])))
@@ -290,8 +290,8 @@ def test_reward_scorer_matches_trl_rendering_and_padding(ckpts, tmp_path) -> Non
 
     from trl.data_utils import _tokenize
 
-    from harness.artifacts import Manifest, write_manifest
-    from harness.reward import RewardScorer
+    from harness.core.artifacts import Manifest, write_manifest
+    from harness.core.reward import RewardScorer
 
     shutil.copytree(ckpts["reward"], tmp_path / "rm")
     scorer = RewardScorer(tmp_path / "rm", batch_size=3)
@@ -353,7 +353,7 @@ def test_ppo_raises_the_rewarded_tokens_probability_with_bounded_kl(ckpts, tmp_p
 
 
 def test_nan_reward_aborts_the_stage(ckpts, tmp_path) -> None:
-    from harness.artifacts import Layout, read_manifest
+    from harness.core.artifacts import Layout, read_manifest
     from training.runtime import StageFailed, execute
     from training.stage import StageInputs
 
@@ -370,7 +370,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_ppo import fast_config
-from harness.artifacts import Layout
+from harness.core.artifacts import Layout
 from training.runtime import execute
 from training.stage import StageInputs
 execute("ppo", "ppo", fast_config(steps={steps}, save_every=2, rollout_batch_size=32),
@@ -383,7 +383,7 @@ def test_resume_after_sigkill_continues_and_finishes(ckpts, tmp_path, monkeypatc
     save, finishes, and ends where an uninterrupted run ends."""
     from safetensors.torch import load_file
 
-    from harness.artifacts import Layout
+    from harness.core.artifacts import Layout
     from training.ppo_state import latest_checkpoint
     from training.runtime import execute
     from training.stage import StageInputs
@@ -465,7 +465,7 @@ def heldout_reward(policy_dir: Path, reward_dir: Path, prompts: list[list[dict]]
     """(mean reward-model score, mean words) of greedy answers to ``prompts``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.reward import RewardScorer
+    from harness.core.reward import RewardScorer
     from training.ppo import encode_prompt
     from training.ppo_models import left_pad
 
@@ -484,8 +484,8 @@ def heldout_reward(policy_dir: Path, reward_dir: Path, prompts: list[list[dict]]
 def test_ppo_on_the_smoke_world_raises_heldout_reward(tmp_path, monkeypatch) -> None:
     """The smoke config's chain (pretrain -> sft -> reward) then its ppo stage: greedy answers to the
     world's evaluation prompts (never trained on) score higher under the reward model than the SFT parent's."""
-    from harness.artifacts import Layout
-    from harness.config import load_config
+    from harness.core.artifacts import Layout
+    from harness.config import load_config, stage_config
     from harness.pipeline import ensure_world, stage_data
     from harness.world import WORLD_FILES
     from training.runtime import execute
@@ -500,7 +500,7 @@ def test_ppo_on_the_smoke_world_raises_heldout_reward(tmp_path, monkeypatch) -> 
     for spec in cfg.stages:
         if spec.kind != "dpo":
             reward = done[spec.reward] if spec.reward else None
-            done[spec.name] = execute(spec.kind, spec.name, spec.stage_config(),
+            done[spec.name] = execute(spec.kind, spec.name, stage_config(spec),
                                       StageInputs(parent=done[spec.from_], data=stage_data(spec, world), reward=reward),
                                       layout).path
     prompts = []

@@ -23,7 +23,7 @@ from rich.console import Console
 from harness.config import load_config
 from harness.pipeline import Pipeline
 from harness.report import recovery
-from harness.store import Store
+from harness.core.store import Store
 
 
 def _run(config: str, out: Path, *overrides: str) -> dict:

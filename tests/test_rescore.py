@@ -1,7 +1,7 @@
 """Rescoring stored responses with a reward model gives the numbers scoring at generation time gives.
 
 The reward model is a tiny ``LlamaForSequenceClassification`` built and saved here; scores go
-through the real ``harness.reward.RewardScorer``; responses go through the real results store.
+through the real ``harness.core.reward.RewardScorer``; responses go through the real results store.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from _evalkit import VERBOSITY, make_checkpoint, make_reward_checkpoint, write_j
 from harness.backends.hf import HFBackend
 from harness.config import DecodingSpec, SuiteSpec
 from harness.evaluate import evaluate, rescore_verbosity, store_result
-from harness.reward import RewardScorer
-from harness.store import Store
+from harness.core.reward import RewardScorer
+from harness.core.store import Store
 
 REWARD_METRICS = {"verbosity.reward_mean", "verbosity.reward_length_corr", "verbosity.length_controlled_reward"}
 

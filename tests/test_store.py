@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.store import (
+from harness.core.store import (
     SCHEMA_VERSION,
     STORE_FILENAME,
     ReadOnlyStoreError,
@@ -25,7 +25,7 @@ from harness.store import (
     StoreError,
     StoreNotFoundError,
 )
-from harness.store_schema import MIGRATIONS, Migration, apply_migrations, current_version
+from harness.core.store_schema import MIGRATIONS, Migration, apply_migrations, current_version
 
 ROOT = Path(__file__).resolve().parents[1]
 DECODING = {"max_new_tokens": 64, "temperature": 0.0}
@@ -78,7 +78,7 @@ def run_id(store: Store) -> str:
 _WRITER = """
 import sys, time
 from pathlib import Path
-from harness.store import Store
+from harness.core.store import Store
 path, run_id, key, tag, ready, go, out = sys.argv[1:]
 with Store(path) as store:
     store.begin_evaluation(key, run_id, "sft", "refusal", "1", "items-h", "hf",
@@ -125,7 +125,7 @@ def test_two_processes_write_500_metric_rows_each_concurrently(tmp_path: Path) -
 _KILLED_WRITER = """
 import sys, time
 from pathlib import Path
-from harness.store import Store
+from harness.core.store import Store
 path, key, halfway = sys.argv[1:]
 
 def samples():

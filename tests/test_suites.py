@@ -20,7 +20,7 @@ from harness.backends.hf import HFBackend
 from harness.config import DecodingSpec, JudgeSpec, SuiteSpec
 from harness.eval_runner import world_items
 from harness.evaluate import evaluate, result_key, store_result
-from harness.store import Store
+from harness.core.store import Store
 from suites import SUITES
 from suites.items import ItemsError, item_hash
 from suites.suite import SuiteResult

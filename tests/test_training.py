@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fixtures_training import PLAIN_TEMPLATE, fixed_files, world_files  # noqa: E402
 
-from harness import artifacts  # noqa: E402
-from harness.artifacts import Layout  # noqa: E402
-from harness.config import FreshModel, ModelSpec, load_config  # noqa: E402
+from harness.core import artifacts  # noqa: E402
+from harness.core.artifacts import Layout  # noqa: E402
+from harness.config import FreshModel, ModelSpec, load_config, stage_config, world_config  # noqa: E402
 from training import STAGES  # noqa: E402
 from training.stage import StageInputs  # noqa: E402
 
@@ -116,7 +116,7 @@ def test_init_builds_a_fresh_llama_from_the_tokenizer(smoke) -> None:
 
 
 def test_reward_stage_scores_and_reports_heldout_metrics(smoke) -> None:
-    from harness.reward import RewardScorer
+    from harness.core.reward import RewardScorer
 
     res = smoke["res"]["reward"]
     metrics = res.manifest.metrics
@@ -275,7 +275,7 @@ def test_sft_trains_on_assistant_tokens_only_with_generation_markers(smoke, tmp_
 CHILD = """
 import sys
 from pathlib import Path
-from harness.artifacts import Layout
+from harness.core.artifacts import Layout
 from training.runtime import execute
 from training.stage import StageInputs
 execute("pretrain", "pretrain", {config!r}, StageInputs(parent=Path({parent!r}), data=Path({data!r})), Layout.of({out!r}))
@@ -331,7 +331,7 @@ def test_packaged_configs_validate_every_stage() -> None:
         mine = [s for s in cfg.stages if s.kind in ("pretrain", "sft", "reward", "dpo")]
         assert {s.kind for s in mine} == {"pretrain", "sft", "reward", "dpo"}
         for spec in mine:
-            spec.stage_config()
+            stage_config(spec)
 
 
 def test_stage_configs_reject_bad_options() -> None:
@@ -362,14 +362,14 @@ def test_default_world_reward_model_learns_preferences_and_the_length_bias(tmp_p
     from harness.world import generate
 
     cfg = load_config("default")
-    generate(cfg.world.world_config(), tmp_path / "world")
+    generate(world_config(cfg.world), tmp_path / "world")
     layout, world = Layout.of(tmp_path / "out"), tmp_path / "world"
     files = {"pretrain": world / "pretrain.jsonl", "sft": world / "sft.jsonl", "preferences": world / "preferences.jsonl"}
     done = {"init": execute("init", "init", cfg.model, StageInputs(parent=world / "tokenizer", data=None), layout)}
     for spec in cfg.stages:
         if spec.kind in ("pretrain", "sft", "reward"):
             data = files[STAGES.get(spec.kind).data_key]
-            done[spec.name] = execute(spec.kind, spec.name, spec.stage_config(), StageInputs(parent=done[spec.from_].path, data=data), layout)
+            done[spec.name] = execute(spec.kind, spec.name, stage_config(spec), StageInputs(parent=done[spec.from_].path, data=data), layout)
     assert done["pretrain"].manifest.metrics["final_loss"] < 1.0
     metrics = done["reward"].manifest.metrics
     print({k: metrics[k] for k in ("heldout_pairs", "heldout_accuracy", "reward_length_corr", "heldout_longer_preferred")})

@@ -1,6 +1,6 @@
 """Training stages, one file each. Add a stage: write ``training/<kind>.py`` with ``STAGE``, add one line here."""
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 from training.stage import StageDef, StageInputs
 
 STAGES: Registry[StageDef] = Registry(

@@ -1,6 +1,6 @@
 """Stage kind ``init``: the starting checkpoint every pipeline grows from.
 
-Two modes, chosen by the config (``harness.config.ModelSpec`` fields, so the pipeline passes
+Two modes, chosen by the config (``harness.core.spec.ModelSpec`` fields, so the pipeline passes
 ``cfg.model`` straight through):
 
 - ``fresh`` (the default): a randomly initialised tiny ``LlamaForCausalLM`` sized by
@@ -27,7 +27,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from harness.config import ModelSpec
+from harness.core.spec import ModelSpec
 from training.stage import StageDef, StageInputs
 
 Config = ModelSpec  # fresh: FreshModel | None, path: str | None, trust_remote_code: bool

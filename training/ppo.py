@@ -141,8 +141,8 @@ def run(config: Config, inputs: StageInputs, out_dir: Path) -> dict[str, Any]:
     from accelerate import Accelerator
     from transformers import set_seed
 
-    from harness.artifacts import write_text_atomic
-    from harness.reward import RewardScorer
+    from harness.core.artifacts import write_text_atomic
+    from harness.core.reward import RewardScorer
     from training import ppo_core as core
     from training import ppo_models as pm
     from training import ppo_state as st

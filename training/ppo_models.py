@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForSequenceClassification, GenerationConfig
 
-from harness.reward import require_safetensors, token_scores
+from harness.core.reward import require_safetensors, token_scores
 from training.ppo_core import entropy_of, logprobs_of, truncate_after_eos
 
 

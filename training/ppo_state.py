@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from harness.artifacts import write_json_atomic
+from harness.core.artifacts import write_json_atomic
 
 PREFIX = "checkpoint-"
 _CKPT = re.compile(rf"^{PREFIX}(\d+)$")

@@ -6,7 +6,7 @@ other columns are ignored. The model is ``AutoModelForSequenceClassification`` w
 ``num_labels=1`` initialised from the parent (its score head is new, seeded).
 
 A seeded ``heldout_fraction`` of the pairs is held out. After training, the saved checkpoint
-is loaded back through ``harness.reward.RewardScorer`` (exactly how the pipeline scores) and
+is loaded back through ``harness.core.reward.RewardScorer`` (exactly how the pipeline scores) and
 the metrics get:
 
 - ``heldout_accuracy``: share of held-out pairs where chosen scores above rejected;
@@ -96,7 +96,7 @@ def heldout_metrics(ckpt: Path, rows: list[dict[str, Any]], inputs: StageInputs)
     """Score held-out pairs with the saved checkpoint: accuracy and score-vs-length correlation."""
     import numpy as np
 
-    from harness.reward import RewardScorer
+    from harness.core.reward import RewardScorer
 
     if not rows:
         return {"heldout_pairs": 0, "heldout_accuracy": None, "reward_length_corr": None}

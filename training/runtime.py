@@ -35,9 +35,9 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness import artifacts
-from harness.artifacts import InputRef, Layout, Manifest
-from harness.config import INIT
+from harness.core import artifacts
+from harness.core.artifacts import InputRef, Layout, Manifest
+from harness.core.spec import INIT
 from training.stage import StageInputs
 
 THREADS_ENV = "HARNESS_TORCH_THREADS"  # overrides the torch thread count chosen on CPU

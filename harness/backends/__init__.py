@@ -1,6 +1,6 @@
 """Inference backends. Add one: write ``harness/backends/<name>.py``, add one line here."""
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 
 BACKENDS: Registry = Registry(
     "backend",

@@ -198,9 +198,9 @@ def decoding_key(
 
 
 def open_backend(ckpt_dir: Path | str, spec: Any = None, trust_remote_code: bool = False) -> Backend:
-    """Open the backend ``spec.name`` (a :class:`harness.config.BackendSpec`; default ``auto``) on a checkpoint."""
+    """Open the backend ``spec.name`` (a :class:`harness.core.spec.BackendSpec`; default ``auto``) on a checkpoint."""
     from harness.backends import BACKENDS
-    from harness.config import BackendSpec
+    from harness.core.spec import BackendSpec
 
     spec = spec or BackendSpec()
     factory = BACKENDS.get(resolve_backend(spec.name))

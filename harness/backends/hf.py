@@ -108,7 +108,7 @@ class HFBackend:
 
     @classmethod
     def from_spec(cls, ckpt_dir: Path | str, spec: Any, trust_remote_code: bool = False) -> HFBackend:
-        """Open from a :class:`harness.config.BackendSpec` (dtype, threads, decoding.batch_size)."""
+        """Open from a :class:`harness.core.spec.BackendSpec` (dtype, threads, decoding.batch_size)."""
         return cls(ckpt_dir, dtype=spec.dtype, threads=spec.threads, batch_size=spec.decoding.batch_size,
                    trust_remote_code=trust_remote_code)
 

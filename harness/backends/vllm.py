@@ -121,7 +121,7 @@ class VLLMBackend:
 
     @classmethod
     def from_spec(cls, ckpt_dir: Path | str, spec: Any, trust_remote_code: bool = False) -> VLLMBackend:
-        """Open from a :class:`harness.config.BackendSpec` (dtype, decoding.seed)."""
+        """Open from a :class:`harness.core.spec.BackendSpec` (dtype, decoding.seed)."""
         return cls(ckpt_dir, dtype=spec.dtype, seed=spec.decoding.seed, trust_remote_code=trust_remote_code)
 
     def _eos_ids(self, config: Any) -> set[int]:

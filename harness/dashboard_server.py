@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-APP = Path(__file__).resolve().parent / "app.py"
+# The dashboards sit on top of the orchestration, so the server is found by path, never imported.
+APP = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
 STORE_ENV = "HARNESS_STORE"
 
 

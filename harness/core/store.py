@@ -29,9 +29,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness import store_schema as sch
-from harness.artifacts import STORE_FILENAME
-from harness.store_schema import SCHEMA_VERSION, ReadOnlyStoreError, StoreError, StoreNotFoundError, dumps
+from harness.core import store_schema as sch
+from harness.core.artifacts import STORE_FILENAME
+from harness.core.store_schema import SCHEMA_VERSION, ReadOnlyStoreError, StoreError, StoreNotFoundError, dumps
 
 __all__ = [
     "SCHEMA_VERSION", "STORE_FILENAME", "ReadOnlyStoreError", "Store", "StoreError",

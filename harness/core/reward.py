@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.artifacts import MANIFEST, fingerprint_paths, read_manifest
+from harness.core.artifacts import MANIFEST, fingerprint_paths, read_manifest
 
 if TYPE_CHECKING:  # heavy imports stay lazy
     import torch

@@ -1,0 +1,408 @@
+"""The pipeline configuration's schema: pydantic models, YAML loading, ``key=value`` overrides.
+
+This is the core's half of the config: the shape of every field (``extra="forbid"``
+everywhere, wrong types) and the stage graph's own checks (unknown parent, cycle, duplicate
+name). What needs the registries -- stage kinds and their ``Config`` models, suites,
+backends, world knobs -- is checked by :mod:`harness.config` (orchestration), which is what
+``load_config`` callers use. Errors are one :class:`ConfigError` whose lines read
+``FILE: key.path: what was expected``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+INIT = "init"  # the name of the starting checkpoint (fresh model or the given base model)
+
+
+class ConfigError(ValueError):
+    """A configuration a user wrote is invalid. The message names file, key path and expectation."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- model
+
+
+class FreshModel(Strict):
+    """A fresh, randomly initialised tiny Llama sized for the world (head_dim = hidden/heads >= 32)."""
+
+    hidden_size: int = Field(128, ge=32, description="Width of the residual stream.")
+    num_layers: int = Field(4, ge=1, description="Number of transformer blocks.")
+    num_heads: int = Field(4, ge=1, description="Attention heads; hidden_size / num_heads must be >= 32 (vLLM CPU).")
+    intermediate_size: int = Field(384, ge=8, description="Width of the MLP.")
+    max_position_embeddings: int = Field(256, ge=16, description="Longest sequence the model handles.")
+
+    @model_validator(mode="after")
+    def _head_dim(self) -> FreshModel:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.hidden_size // self.num_heads < 32:
+            raise ValueError(
+                f"head_dim = hidden_size / num_heads = {self.hidden_size // self.num_heads}; expected >= 32 "
+                "(vLLM's CPU attention refuses smaller heads)"
+            )
+        return self
+
+
+class ModelSpec(Strict):
+    """The ``init`` checkpoint: a fresh tiny model on the world tokenizer, or an existing HF causal LM."""
+
+    fresh: FreshModel | None = Field(None, description="Build a fresh tiny Llama (the default when `path` is unset).")
+    path: str | None = Field(None, description="Local folder (or hub id, when online) of an HF causal LM to start from.")
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the checkpoint. Off by default.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if self.fresh is not None and self.path is not None:
+            raise ValueError("give either `fresh` or `path`, not both")
+        if self.fresh is None and self.path is None:
+            self.fresh = FreshModel()
+        return self
+
+
+# --------------------------------------------------------------------------- world / data
+
+
+class WorldSpec(BaseModel):
+    """The embedded synthetic world: a preset plus any knob of ``harness.world.WorldConfig`` inline."""
+
+    model_config = ConfigDict(extra="allow")
+    preset: str = Field("default", description="World preset to start from: `default`, `small` or `smoke`.")
+
+
+
+# --------------------------------------------------------------------------- stages
+
+
+class StageSpec(BaseModel):
+    """One node of the stage DAG. Fields beyond these are the stage kind's own options."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str = Field(description="Unique stage name; packaged configs name stages after their kind.")
+    kind: str = Field(description="Registered stage kind: pretrain, sft, reward, ppo, dpo, ...")
+    from_: str = Field(INIT, alias="from", description="Parent checkpoint: `init` or another stage's name.")
+    reward: str | None = Field(None, description="Name of the `reward` stage an RL stage optimises against.")
+    data: str | None = Field(None, description="Training data file (JSONL/Parquet); default: the world's file for this kind.")
+
+    def options(self) -> dict[str, Any]:
+        """The kind-specific fields as written in the config."""
+        return dict(self.model_extra or {})
+
+
+
+# --------------------------------------------------------------------------- suites, backend, gate
+
+
+class JudgeSpec(Strict):
+    kind: Literal["rules", "llm"] = Field("rules", description="`rules`: documented phrase lists; `llm`: an LLM judge.")
+    model: str | None = Field(None, description="Checkpoint folder of the LLM judge (kind=llm).")
+
+
+class SuiteSpec(Strict):
+    name: str = Field(description="Registered suite name: hallucination, refusal, verbosity, topic_coverage, ...")
+    data: str | None = Field(None, description="Items file (JSONL/CSV); default: the world's items for this suite.")
+    max_items: int | None = Field(None, ge=1, description="Evaluate only the first N items (after a stable order).")
+    samples_per_item: int = Field(1, ge=1, description="Generations per item; >1 needs temperature > 0 and reports consistency.")
+    temperature: float | None = Field(None, ge=0, description="Overrides the backend's decoding temperature for this suite.")
+    judge: JudgeSpec = Field(default_factory=JudgeSpec, description="Who decides refusal / abstention / correctness.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Suite-specific options (see the suite's docs).")
+
+
+class DecodingSpec(Strict):
+    max_new_tokens: int = Field(64, ge=1, description="Longest response generated.")
+    temperature: float = Field(0.0, ge=0, description="0 means greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: int = Field(0, description="Sampling seed.")
+    batch_size: int = Field(32, ge=1, description="Prompts per forward batch.")
+
+
+class BackendSpec(Strict):
+    name: str = Field("auto", description="`auto` (vLLM on CUDA, else hf), `hf`, or `vllm`.")
+    decoding: DecodingSpec = Field(default_factory=DecodingSpec, description="Decoding settings; part of every result key.")
+    dtype: str = Field("auto", description="`auto`, `float32`, `bfloat16`, `float16` (vLLM on CPU needs float32).")
+    threads: int | None = Field(None, ge=1, description="torch threads for hf on CPU (default: measured best, see README).")
+
+
+class GateRule(Strict):
+    metric: str = Field(description="`suite.metric` as stored, e.g. refusal.harmful_refusal_rate.")
+    min: float | None = Field(None, description="Candidate value must be >= this.")
+    max: float | None = Field(None, description="Candidate value must be <= this.")
+    max_increase: float | None = Field(None, ge=0, description="Candidate may exceed the baseline by at most this.")
+    max_decrease: float | None = Field(None, ge=0, description="Candidate may fall below the baseline by at most this.")
+    max_regression: float | None = Field(
+        None, ge=0, description="Candidate may be worse than the baseline by at most this; 'worse' from the metric's higher_is_better."
+    )
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> GateRule:
+        bounds = (self.min, self.max, self.max_increase, self.max_decrease, self.max_regression)
+        if all(v is None for v in bounds):
+            raise ValueError("a rule needs at least one of min, max, max_increase, max_decrease, max_regression")
+        if "." not in self.metric.split("[", 1)[0]:
+            raise ValueError(f"metric {self.metric!r}: expected `suite.metric`, e.g. refusal.harmful_refusal_rate")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} > max {self.max}: no value can pass")
+        return self
+
+    def is_relative(self) -> bool:
+        """Whether the rule compares against a baseline."""
+        return any(v is not None for v in (self.max_increase, self.max_decrease, self.max_regression))
+
+
+class GateSpec(Strict):
+    mode: Literal["significance", "strict"] = Field(
+        "significance", description="significance: relative regressions fail only when the paired test is significant."
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="Family-wise level (Holm over the rules).")
+    on_missing: Literal["fail", "warn"] = Field("fail", description="What a missing baseline/suite/metric does.")
+    rules: list[GateRule] = Field(default_factory=list, description="The thresholds.")
+
+    @classmethod
+    def from_mapping(cls, raw: Any, source: str, prefix: str = "") -> GateSpec:
+        """Validate a gate mapping (mode, alpha, on_missing, rules); ConfigError names source and key."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: {prefix or 'top level'}: expected a mapping with `rules:` "
+                              f"(and optional mode, alpha, on_missing), got {type(raw).__name__}")
+        try:
+            spec = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise format_errors(source, [(prefix + loc_path(e["loc"]), pydantic_msg(e)) for e in exc.errors()]) from None
+        if not spec.rules:
+            raise ConfigError(f"{source}: {prefix}rules: no rules given; expected at least one")
+        return spec
+
+    @classmethod
+    def load(cls, path: str | Path) -> GateSpec:
+        """Gate rules from a YAML file: the gate mapping itself, or a pipeline config with `gate:`."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: gate rules file not found")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise ConfigError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        if isinstance(raw, dict) and "rules" not in raw and isinstance(raw.get("gate"), dict):
+            return cls.from_mapping(raw["gate"], str(path), "gate.")
+        return cls.from_mapping(raw, str(path))
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+class PipelineConfig(Strict):
+    """A whole experiment: where it writes, the starting model, the data, the stage DAG, suites, backend, gate."""
+
+    name: str = Field(description="Experiment name (shown in reports and the dashboard).")
+    seed: int = Field(0, description="Seed for everything (data order, init, sampling).")
+    output_dir: str = Field(description="Everything the run writes goes under here: checkpoints, store, reports.")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="The `init` checkpoint.")
+    world: WorldSpec | None = Field(
+        default_factory=WorldSpec, description="The embedded synthetic world; null when every stage and suite names `data`."
+    )
+    stages: list[StageSpec] = Field(default_factory=list, description="The stage DAG (edges by `from` and `reward`).")
+    suites: list[SuiteSpec] = Field(default_factory=list, description="Suites run on every checkpoint they apply to.")
+    backend: BackendSpec = Field(default_factory=BackendSpec, description="Inference engine for every evaluation.")
+    gate: GateSpec | None = Field(None, description="Optional gate rules used by `harness gate` by default.")
+
+    def stage(self, name: str) -> StageSpec:
+        for spec in self.stages:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"no stage named {name!r} (stages: {', '.join(s.name for s in self.stages)})")
+
+
+# --------------------------------------------------------------------------- graph checks
+
+
+def graph_errors(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    """The stage graph's own checks (no registry needed); returns (key path, message) pairs."""
+    errors: list[tuple[str, str]] = []
+    names = [s.name for s in cfg.stages]
+    seen: set[str] = set()
+    for i, spec in enumerate(cfg.stages):
+        at = f"stages[{i}]"
+        if spec.name == INIT:
+            errors.append((f"{at}.name", f"{INIT!r} is reserved for the starting checkpoint"))
+        if spec.name in seen:
+            errors.append((f"{at}.name", f"duplicate stage name {spec.name!r}; stage names must be unique"))
+        seen.add(spec.name)
+        if spec.from_ != INIT and spec.from_ not in names:
+            errors.append((f"{at}.from", f"unknown parent {spec.from_!r}; expected {INIT!r} or one of {names}"))
+        if spec.reward is not None and spec.reward not in names:
+            errors.append((f"{at}.reward", f"unknown reward stage {spec.reward!r}; expected one of {names}"))
+    return errors + _cycle_errors(cfg)
+
+
+def _cycle_errors(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    deps = {s.name: [d for d in (s.from_, s.reward) if d and d != INIT] for s in cfg.stages}
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if state.get(node) == 2 or node not in deps:
+            return None
+        if state.get(node) == 1:
+            return path[path.index(node):] + [node]
+        state[node] = 1
+        for dep in deps[node]:
+            cycle = visit(dep, path + [node])
+            if cycle:
+                return cycle
+        state[node] = 2
+        return None
+
+    for i, spec in enumerate(cfg.stages):
+        cycle = visit(spec.name, [])
+        if cycle:
+            return [(f"stages[{i}].from", "cycle in the stage graph: " + " -> ".join(cycle))]
+    return []
+
+
+def topological_order(cfg: PipelineConfig) -> list[StageSpec]:
+    """Stages in dependency order (parents and reward models first), stable w.r.t. the file order."""
+    done: set[str] = {INIT}
+    order: list[StageSpec] = []
+    pending = list(cfg.stages)
+    while pending:
+        ready = next((s for s in pending if s.from_ in done and (s.reward is None or s.reward in done)), None)
+        if ready is None:
+            raise ConfigError("cycle in the stage graph: " + ", ".join(s.name for s in pending))
+        order.append(ready)
+        done.add(ready.name)
+        pending.remove(ready)
+    return order
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def pydantic_msg(err: dict[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key (not a field here; check the spelling)"
+    if err["type"] == "missing":
+        return "required field is missing"
+    got = err.get("input")
+    shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+    return f"{err['msg']} (got {shown})"
+
+
+def nested_errors(prefix: str, exc: Exception) -> list[tuple[str, str]]:
+    if isinstance(exc, ValidationError):
+        return [
+            (".".join([prefix, *(str(p) for p in e["loc"])]), pydantic_msg(e)) for e in exc.errors()
+        ]
+    return [(prefix, str(exc))]
+
+
+def format_errors(source: str, errors: list[tuple[str, str]]) -> ConfigError:
+    lines = [f"{source}: {path}: {msg}" for path, msg in errors]
+    head = f"invalid config {source} ({len(errors)} error{'s' if len(errors) != 1 else ''}):\n  "
+    return ConfigError(head + "\n  ".join(lines))
+
+
+def loc_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped inside the package (``harness run NAME``)."""
+    root = resources.files("harness") / "configs"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_source(source: str | Path) -> tuple[str, str]:
+    """(display name, YAML text) for a config file path or a packaged config name."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        return str(path), path.read_text(encoding="utf-8")
+    name = str(source)
+    if name in packaged_configs():
+        return f"<packaged:{name}>", (resources.files("harness") / "configs" / f"{name}.yaml").read_text("utf-8")
+    raise ConfigError(
+        f"{source}: no such config file, and not a packaged config (packaged: {', '.join(packaged_configs())})"
+    )
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply one ``dotted.key=value`` (value parsed as YAML). Lists of named items are indexed by name or number."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. stages.dpo.beta=0.2")
+    key, _, text = override.partition("=")
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {override!r}: value is not valid YAML ({exc})") from None
+    node: Any = raw
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            idx = _list_index(node, part)
+            if idx is None:
+                names = [item.get("name") for item in node if isinstance(item, dict)]
+                raise ConfigError(f"override {override!r}: {where}: no item named {part!r} (have {names})")
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            elif part not in node or node[part] is None:
+                node[part] = {}
+                node = node[part]
+            else:
+                node = node[part]
+        else:
+            raise ConfigError(f"override {override!r}: {'.'.join(parts[:depth])} is a value, not a mapping")
+
+
+def _list_index(items: list[Any], part: str) -> int | None:
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == part:
+            return i
+    return None
+
+
+def load_raw(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
+    """(display name, raw dict) after YAML parsing and overrides; no validation."""
+    display, text = resolve_source(source)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{display}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if raw is None:
+        raise ConfigError(f"{display}: the file is empty; expected a mapping with at least `name` and `output_dir`")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{display}: expected a mapping at the top level, got {type(raw).__name__}")
+    known = set(PipelineConfig.model_fields)
+    for override in overrides:
+        top = override.partition("=")[0].split(".")[0].strip()
+        if top not in known:
+            raise ConfigError(f"override {override!r}: unknown top-level key {top!r} (known: {', '.join(sorted(known))})")
+        apply_override(raw, override)
+    return display, raw
+
+
+def dump(cfg: PipelineConfig) -> dict[str, Any]:
+    """The resolved config as plain data (aliases, so it loads back)."""
+    return cfg.model_dump(mode="json", by_alias=True, exclude_none=False)
