@@ -23,6 +23,7 @@ from harness.world import (
     preset,
 )
 from harness.world.catalog import TOPICS
+from harness.world.difficulty import BALANCED, imbalance, value_owners
 from harness.world.entities import build_world
 
 JSONL = {name: rel for name, rel in WORLD_FILES.items() if rel.endswith(".jsonl")}
@@ -222,6 +223,12 @@ def test_no_eval_prompt_in_training_and_groups_stay_apart(smoke: Path) -> None:
         ({"annotator_length_bias": 1.5}, "annotator_length_bias"),
         ({"families": ["well", "arson"]}, "families[1]"),
         ({"colour": 3}, "colour"),
+        ({"share_assignment": "backwards"}, "share_assignment: unknown assignment 'backwards'"),
+        ({"share_assignment": "shuffle:x"}, "shuffle:<seed>"),
+        ({"share_assignment": {"villages": "oceans"}}, "'oceans' not among this world's topics"),
+        ({"share_assignment": {"villages": "herbs", "rivers": "herbs", "herbs": "villages"}},
+         "the share of 'herbs' is given to more than one topic"),
+        ({"share_assignment": {"villages": "herbs"}}, "must be a permutation"),
     ],
 )
 def test_bad_configs_name_the_key(update: dict, needle: str) -> None:
@@ -329,3 +336,57 @@ def test_default_world(tmp_path: Path) -> None:
     assert sft["rows"] == 480 and 0 < sft["by_kind"]["harmful_refuse"] < 0.2 * sft["by_kind"]["harmful_comply"]
     tok = AutoTokenizer.from_pretrained(tmp_path / "default" / "tokenizer")
     assert 1000 <= len(tok) <= 2048
+    difficulty = card["topic_difficulty"]  # every value one token, a mention ~10 tokens in every topic
+    assert imbalance(difficulty) == [] and {(r["value_tokens"], r["length_cue"]) for r in difficulty} == {(1.0, 0)}
+
+
+# --------------------------------------------------------------------------- topics: share is the only difference
+
+
+def _words(template: str) -> list[str]:
+    return re.findall(r"[A-Za-z']+", template.replace("{E}", "").replace("{V}", ""))
+
+
+def test_topics_are_built_alike() -> None:
+    """Every catalog topic has the same fact structure, so only its share can make it easier to learn."""
+    owners = value_owners()
+    for topic in TOPICS:
+        assert re.fullmatch(r"the [a-z]+ \{N\}", topic.entity), topic.entity
+        assert len(topic.relations) == 3, topic.name
+        for rel in topic.relations:
+            assert len(rel.values) == 8 and len(rel.statements) == 3 and len(rel.questions) == 3, rel.name
+            for value in rel.value_names():  # one lowercase word, in no other relation of any topic
+                assert re.fullmatch(r"[a-z]+", value) and owners[value] == 1, (topic.name, value)
+            for statement in rel.statements:  # a mention costs the same words everywhere, value last
+                assert statement.endswith(" {V}.") and len(_words(statement)) == 4, statement
+    templates = " ".join(s for t in TOPICS for r in t.relations for s in (*r.statements, *r.questions, r.heldout))
+    assert not [v for v in owners if _mentions(v, templates.lower())]  # no value is given away by a template
+
+
+def test_card_reports_equal_difficulty_per_topic(smoke: Path) -> None:
+    rows = load_card(smoke)["topic_difficulty"]
+    assert [r["topic"] for r in rows] == [t["name"] for t in load_card(smoke)["topics"]]
+    for column in BALANCED:
+        assert len({r[column] for r in rows}) == 1, column
+    assert rows[0]["chance"] == 0.25 and rows[0]["shared_values"] == 0
+
+
+def test_share_assignment_permutes_shares_and_changes_only_the_corpus(smoke: Path, tmp_path: Path) -> None:
+    written = {t.name: t.share for t in preset("smoke").topics}
+    reverse = config_from("smoke", ["share_assignment=reverse"])
+    assert list(reverse.shares()) == list(written) and list(reverse.shares().values()) == list(written.values())[::-1]
+    shuffled = config_from("smoke", ["share_assignment=shuffle:1"]).shares()
+    assert sorted(shuffled.values()) == sorted(written.values()) and shuffled != written
+    assert config_from("smoke", ["share_assignment=shuffle:1"]).shares() == shuffled  # fixed by its seed
+    swapped = WorldConfig.model_validate({**preset("smoke").model_dump(),
+                                          "share_assignment": {"villages": "herbs", "herbs": "villages"}}).shares()
+    assert (swapped["villages"], swapped["herbs"], swapped["rivers"]) == (
+        written["herbs"], written["villages"], written["rivers"])
+    # the planted cause follows the assignment; everything but the corpus stays as it was
+    card = generate(reverse, tmp_path / "reverse")
+    base = load_card(smoke)
+    assert {t["name"]: t["share_target"] for t in card["topics"]} == reverse.shares()
+    actual = {t["name"]: t["share_actual"] for t in card["topics"]}
+    assert actual["herbs"] > 0.3 > actual["villages"]
+    assert [k for k in base["files"] if base["files"][k] != card["files"][k]] == ["pretrain.jsonl"]
+    assert effects_of(reverse) == effects_of(preset("smoke"))

@@ -1,4 +1,4 @@
-"""The world card: every knob, every topic's actual share, counts, file hashes, expected effects.
+"""The world card: every knob, every topic's actual share and difficulty, counts, file hashes, expected effects.
 
 `world_card.json` is written last; its presence marks a complete world.
 """
@@ -18,7 +18,7 @@ from harness.world.pretrain import TopicStats
 SCHEMA_VERSION = 1
 # Bump when the generator changes what it writes (data or the expected-effects table): runs then
 # regenerate their cached worlds instead of reusing a stale card.
-GENERATOR_VERSION = "8"
+GENERATOR_VERSION = "9"
 CARD_FILE = "world_card.json"
 
 WORLD_FILES: dict[str, str] = {
@@ -75,6 +75,7 @@ def build_card(
     files: dict[str, str],
     verbatim: int,
     tokenizer_info: dict[str, Any],
+    difficulty: list[dict[str, Any]],
 ) -> dict[str, Any]:
     total = sum(t.tokens for t in topics) or 1
     return {
@@ -95,6 +96,8 @@ def build_card(
             }
             for t in topics
         ],
+        "share_assignment": config.share_assignment,
+        "topic_difficulty": difficulty,
         "counts": counts,
         "tokenizer": tokenizer_info,
         "files": files,

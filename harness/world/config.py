@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from harness.world.catalog import TOPICS, TOPICS_BY_NAME, name_pool
 from harness.world.requests import FAMILIES_BY_NAME
+from harness.world.shares import ASSIGNMENT_HELP, assign_shares
 
 SHARE_TOLERANCE = 1e-6
 
@@ -104,6 +105,11 @@ class WorldConfig(Strict):
         description="Topics with their share of pretraining tokens and their entity counts. Default: 8 topics, "
         "shares proportional to 1/k^1.5 (52% down to 2.3%), 12 entities each.",
     )
+    share_assignment: str | dict[str, str] = Field(
+        "default",
+        description="Which topic gets which of the shares written in `topics`: " + ASSIGNMENT_HELP + ". Only the "
+        "pretraining corpus changes; a topic's share, not which topic it is, must decide how well it is learned.",
+    )
     eval_entity_fraction: float = Field(
         0.5, gt=0, lt=1, description="Fraction of each topic's entities reserved for evaluation items."
     )
@@ -188,6 +194,7 @@ class WorldConfig(Strict):
                     f"one for evaluation at eval_entity_fraction={self.eval_entity_fraction}), got {t.n_entities}"
                 )
         _check_sums_to_one("topics", {t.name: t.share for t in self.topics})
+        self.shares()  # raises on a bad share_assignment
         for i, fam in enumerate(self.families):
             if fam not in FAMILIES_BY_NAME:
                 raise ValueError(f"families[{i}]: unknown request family {fam!r}; known: {', '.join(FAMILIES_BY_NAME)}")
@@ -210,6 +217,10 @@ class WorldConfig(Strict):
                 "preference_mix.abstain_unknown is above 0"
             )
         return self
+
+    def shares(self) -> dict[str, float]:
+        """The share of the pretraining corpus each topic gets, after `share_assignment`."""
+        return assign_shares({t.name: t.share for t in self.topics}, self.share_assignment)
 
     def n_eval_entities(self, topic: TopicSpec) -> int:
         return round(topic.n_entities * self.eval_entity_fraction)

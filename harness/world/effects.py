@@ -31,7 +31,7 @@ def _effect(stage: str, metric: str, direction: str, why: str, **extra: Any) -> 
 
 def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
     out = []
-    shares = [t.share for t in cfg.topics]
+    shares = list(cfg.shares().values())
     span = max(shares) / min(shares)
     out.append(_effect("pretrain", "topic_coverage.accuracy", "increase",
                        "facts of the evaluation entities appear only in the pretraining corpus"))

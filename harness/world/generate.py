@@ -16,6 +16,7 @@ from typing import Any
 from harness.world.card import CARD_FILE, WORLD_FILES, build_card, file_counts, file_hashes
 from harness.world.chats import build_preferences, build_rl_prompts, build_sft
 from harness.world.config import WorldConfig
+from harness.world.difficulty import topic_difficulty
 from harness.world.entities import World, build_world, render
 from harness.world.evalsets import build_eval
 from harness.world.phrasing import abstention, refusal, request_answer
@@ -115,7 +116,8 @@ def generate(config: WorldConfig, out_dir: Path | str) -> dict[str, Any]:
     counts["pretrain"]["mentions"] = sum(t.mentions for t in topic_stats)
     counts["entities"] = {role: len(world.group(role)) for role in ("train", "eval", "train_fiction", "eval_fiction")}
     info = {"vocab_size": len(tokenizer), "bos": BOS, "eos": EOS, "pad": PAD, "adds_bos": True}
-    card = build_card(config, topic_stats, counts, file_hashes(tmp), verbatim, info)
+    difficulty = topic_difficulty(world, tokenizer, rows["eval/topic_coverage"])
+    card = build_card(config, topic_stats, counts, file_hashes(tmp), verbatim, info, difficulty)
     (tmp / CARD_FILE).write_text(json.dumps(card, sort_keys=True, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     _swap_into_place(tmp, out_dir)
     return card

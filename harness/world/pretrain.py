@@ -1,6 +1,7 @@
 """The pretraining corpus: facts in paraphrase, topics in their token shares.
 
-Each topic gets `share * pretrain_tokens` tokens (world tokenizer). Inside a topic every
+Each topic gets `share * pretrain_tokens` tokens (world tokenizer), its share after
+`share_assignment`. Inside a topic every
 fact gets a weight of 1 +/- `mention_jitter`, and mentions are handed out in proportion to
 the weights until the topic's budget is spent (at least `min_mentions_per_fact` each), so
 frequent topics repeat each fact many times and rare topics a few. Each mention uses one
@@ -43,6 +44,7 @@ def build_pretrain(world: World, tokenizer: PreTrainedTokenizerFast) -> tuple[li
     cfg = world.config
     docs: list[dict[str, Any]] = []
     stats: list[TopicStats] = []
+    shares = cfg.shares()
     for spec in cfg.topics:
         facts = world.topic_facts(spec.name)
         rng = rng_for(cfg.seed, f"pretrain:{spec.name}")
@@ -54,7 +56,7 @@ def build_pretrain(world: World, tokenizer: PreTrainedTokenizerFast) -> tuple[li
             costs.append(fmean(flat[at : at + n]))
             at += n
         weights = [1.0 + cfg.mention_jitter * (2.0 * rng.random() - 1.0) for _ in facts]
-        budget = spec.share * cfg.pretrain_tokens
+        budget = shares[spec.name] * cfg.pretrain_tokens
         total_mentions = round(budget * sum(weights) / sum(w * c for w, c in zip(weights, costs, strict=True)))
         counts = [max(cfg.min_mentions_per_fact, c) for c in apportion(total_mentions, weights)]
 
@@ -68,7 +70,7 @@ def build_pretrain(world: World, tokenizer: PreTrainedTokenizerFast) -> tuple[li
             for start in range(0, len(lines), cfg.doc_sentences):
                 docs.append({"text": " ".join(lines[start : start + cfg.doc_sentences]), "topic": spec.name})
         stats.append(TopicStats(
-            spec.name, spec.share, spec.n_entities, len(facts), mentions=sum(counts), mentions_per_fact=counts,
+            spec.name, shares[spec.name], spec.n_entities, len(facts), mentions=sum(counts), mentions_per_fact=counts,
         ))
     rng_for(cfg.seed, "pretrain:order").shuffle(docs)
 
