@@ -158,19 +158,29 @@ class GateRule(Strict):
 
 
 class GateSpec(Strict):
-    mode: Literal["significance", "strict"] = Field(
-        "significance", description="significance: relative regressions fail only when the paired test is significant."
+    mode: Literal["significance", "non_inferiority", "strict"] = Field(
+        "significance",
+        description="How a relative bound (max_increase/max_decrease/max_regression, margin m) decides. significance: "
+        "fails when the regression is shown to exceed m (one-sided H0 regression <= m rejected; Holm over the bounds "
+        "whose point estimate crosses m); crossed but not shown is `inconclusive`. non_inferiority: passes only when "
+        "the regression is shown to be within m (one-sided H0 regression >= m rejected; Holm over every relative "
+        "bound), else fails. strict: the point estimate alone.",
     )
-    alpha: float = Field(0.05, gt=0, lt=1, description="Family-wise level (Holm over the rules).")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="One-sided family-wise level of the tests (Holm).")
     on_missing: Literal["fail", "warn"] = Field("fail", description="What a missing baseline/suite/metric does.")
+    on_inconclusive: Literal["warn", "fail"] = Field(
+        "warn",
+        description="Exit code of an `inconclusive` rule (significance mode: the point estimate crosses the margin but "
+        "the test does not show it): warn -> 0 (reported, passes), fail -> 1.",
+    )
     rules: list[GateRule] = Field(default_factory=list, description="The thresholds.")
 
     @classmethod
     def from_mapping(cls, raw: Any, source: str, prefix: str = "") -> GateSpec:
-        """Validate a gate mapping (mode, alpha, on_missing, rules); ConfigError names source and key."""
+        """Validate a gate mapping (mode, alpha, on_missing, on_inconclusive, rules); ConfigError names source and key."""
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: {prefix or 'top level'}: expected a mapping with `rules:` "
-                              f"(and optional mode, alpha, on_missing), got {type(raw).__name__}")
+                              f"(and optional mode, alpha, on_missing, on_inconclusive), got {type(raw).__name__}")
         try:
             spec = cls.model_validate(raw)
         except ValidationError as exc:
