@@ -1,48 +1,83 @@
-"""`harness gate`: stop a checkpoint that regresses, without failing on noise.
+"""`harness gate`: the decisions -- stop a checkpoint that regresses, without failing on noise.
 
-Rules (:class:`harness.config.GateSpec`) bound a candidate stage's metrics: absolute ``min`` /
-``max`` (point estimate, both modes); relative to a baseline stage of the same run,
-``max_increase`` / ``max_decrease`` on ``delta = candidate − baseline`` and ``max_regression``
-on the change in the *worse* direction (from the metric's ``higher_is_better``).
-``significance`` mode: a crossed relative bound fails only when the paired test
-(``harness.core.paired``, on the items both stages share) is significant at ``alpha`` after Holm
-over the rules' tests, else it warns; without per-item outcomes the point estimate decides.
-``strict`` mode: the point estimate alone. Candidate and baseline must share backend,
-decoding, suite version and reward model, else the rule is an ``error`` (refused). A missing
-baseline, suite or metric, or zero items, gets ``on_missing`` (fail | warn): never a silent pass.
+Rules (:class:`harness.config.GateSpec`) bound a candidate stage's metrics. Absolute ``min`` /
+``max`` use the point estimate in every mode. Relative bounds compare with a baseline stage of
+the same run on the items both evaluated: ``max_increase`` / ``max_decrease`` on
+``delta = candidate − baseline`` and ``max_regression`` on the change in the *worse* direction
+(from the metric's ``higher_is_better``). For a bound with margin ``m`` the per-item regression
+is ``x_i = ±(candidate_i − baseline_i)`` (+ = worse) and ``θ`` its mean. The modes:
 
-Exit codes of :func:`run_gate` / ``python -m harness.gate``: **0** pass (warnings allowed),
-**1** gate failed, **2** usage or config error (rules file, run, stage, refused comparison),
-**3** internal error.
+- ``significance`` (default): a bound fails when the regression is *shown to exceed* the margin:
+  one-sided test of H0 ``θ ≤ m`` vs H1 ``θ > m`` (:mod:`harness.core.margin_tests`: Tango's score
+  test for 0/1 outcomes, the t test otherwise), Holm at ``alpha`` over the bounds that can fail
+  (those whose point estimate crosses the margin). Crossed but not shown: ``inconclusive``
+  (exit code from ``on_inconclusive``: warn -> 0, fail -> 1). Without per-item outcomes the
+  point estimate decides.
+- ``non_inferiority``: the candidate carries the burden of proof: a bound passes only when the
+  regression is *shown to be within* the margin (H0 ``θ ≥ m`` rejected vs H1 ``θ < m``, Holm at
+  ``alpha`` over every tested relative bound); otherwise it fails (also without per-item outcomes).
+- ``strict``: the point estimate alone (tests and intervals are shown, they decide nothing).
+
+Every relative bound reports the regression the suite can detect with 80% power at one-sided
+``alpha`` (:func:`harness.core.margin_tests.detectable`): in ``significance`` / ``strict`` the
+smallest true regression that would fail, in ``non_inferiority`` the largest that would pass.
+Intervals of the delta are two-sided ``1 − 2 α_j`` (each end a one-sided ``1 − α_j`` bound)
+where ``α_j = alpha / (k − j + 1)`` is the rule's Holm step level (``alpha`` outside the
+family): an end beyond the margin is what the rule's own Holm step needs (Holm also needs every
+smaller p to pass its step). Candidate and baseline must share backend, decoding, suite version
+and reward model, else the rule is an ``error`` (refused). A missing baseline, suite or metric,
+or zero items, gets ``on_missing`` (fail | warn): never a silent pass.
+
+Exit codes of :func:`run_gate` (the ``harness gate`` command): **0** pass (warnings and, with
+``on_inconclusive: warn``, inconclusive rules allowed), **1** gate failed, **2** usage or config
+error (rules file, run, stage, refused comparison), **3** internal error.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import traceback
-import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import pandas as pd
 
-from harness.core import paired as pt
 from harness.config import ConfigError, GateRule, GateSpec
+from harness.core import margin_tests as mt
+from harness.core import paired as pt
 from harness.core.store import Store, StoreError
+from harness.gate_render import github_annotations, to_json, to_junit_xml, to_markdown
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-SEVERITY = {"pass": 0, "warn": 1, "fail": 2, "error": 3}
-SUMMARY_LIMIT = 1_000_000  # bytes; GitHub's step summary takes at most 1 MiB
+SEVERITY = {"pass": 0, "warn": 1, "inconclusive": 2, "fail": 3, "error": 4}
 EPS = 1e-12
+RELATIVE = ("max_increase", "max_decrease", "max_regression")
 
 
 class GateUsageError(Exception):
     """A mistake the user can fix (rules file, run, stage, incomparable results): exit 2."""
+
+
+@dataclass
+class BoundResult:
+    """One relative bound of a rule: its hypothesis test against the margin."""
+
+    bound: str  # max_increase | max_decrease | max_regression
+    margin: float
+    direction: int  # regression = direction * (candidate − baseline)
+    regression: float  # point estimate of the regression (+ = worse)
+    crossed: bool  # regression > margin
+    verdict: str = "pass"
+    test: str = "none"  # tango | t | none (no paired per-item outcomes)
+    p_value: float | None = None  # one-sided, for the mode's alternative
+    p_adjusted: float | None = None  # Holm, within the family (None outside it)
+    level: float | None = None  # one-sided level of its Holm step (alpha outside the family)
+    detectable: float | None = None  # see harness.core.margin_tests.detectable
+    note: str = ""
 
 
 @dataclass
@@ -54,15 +89,18 @@ class RuleResult:
     verdict: str = "pass"
     value: float | None = None
     baseline: float | None = None
-    delta: float | None = None
+    delta: float | None = None  # paired mean over the shared items when per-item outcomes exist
     ci_low: float | None = None  # of the delta (relative rules) or of the value (absolute only)
     ci_high: float | None = None
-    p_value: float | None = None
+    ci_level: float | None = None  # two-sided confidence of [ci_low, ci_high] (1 − 2 α_j for the delta)
+    p_value: float | None = None  # of the deciding bound
     p_adjusted: float | None = None
+    detectable: float | None = None
     n: int | None = None
     test: str = "none"
     higher_is_better: bool | None = None
     message: str = ""
+    bounds: list[BoundResult] = field(default_factory=list)
 
 
 @dataclass
@@ -73,22 +111,28 @@ class GateReport:
     mode: str
     alpha: float
     on_missing: str
+    on_inconclusive: str = "warn"
     results: list[RuleResult] = field(default_factory=list)
 
     @property
     def status(self) -> str:
         worst = max((SEVERITY[r.verdict] for r in self.results), default=0)
-        return {0: "pass", 1: "pass", 2: "fail", 3: "error"}[worst]
+        return ("pass", "pass", "inconclusive", "fail", "error")[worst]
 
     @property
     def exit_code(self) -> int:
+        if self.status == "inconclusive":
+            return EXIT_FAIL if self.on_inconclusive == "fail" else EXIT_PASS
         return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "error": EXIT_USAGE}[self.status]
 
     def counts(self) -> dict[str, int]:
         return {v: sum(r.verdict == v for r in self.results) for v in SEVERITY}
 
 
-# --------------------------------------------------------------------------- rules
+@dataclass
+class _Pairs:
+    diff: np.ndarray  # candidate − baseline per shared item
+    binary: bool
 
 
 def load_rules(path: Path | str) -> GateSpec:
@@ -98,11 +142,8 @@ def load_rules(path: Path | str) -> GateSpec:
 
 
 def _bounds(rule: GateRule) -> str:
-    names = ("min", "max", "max_increase", "max_decrease", "max_regression")
+    names = ("min", "max", *RELATIVE)
     return ", ".join(f"{n} {getattr(rule, n):g}" for n in names if getattr(rule, n) is not None)
-
-
-# --------------------------------------------------------------------------- evaluation
 
 
 def _one(rows: list[dict], who: str, metric: str) -> dict:
@@ -115,23 +156,22 @@ def _one(rows: list[dict], who: str, metric: str) -> dict:
 def evaluate_gate(spec: GateSpec, candidate_metrics: pd.DataFrame, candidate_samples: pd.DataFrame | None,
                   baseline_metrics: pd.DataFrame | None = None, baseline_samples: pd.DataFrame | None = None,
                   *, candidate: str = "candidate", baseline: str | None = None, run_id: str | None = None,
-                  seed: int = 0, baseline_note: str = "") -> GateReport:
+                  baseline_note: str = "") -> GateReport:
     """Verdict of every rule for a candidate stage's metrics (+ samples) against an optional
     baseline stage's, as read from the store (``Store.metrics/samples(run, stage)``)."""
-    report = GateReport(candidate, baseline, run_id, spec.mode, spec.alpha, spec.on_missing)
+    report = GateReport(candidate, baseline, run_id, spec.mode, spec.alpha, spec.on_missing, spec.on_inconclusive)
     cand, base = _by_metric(candidate_metrics), _by_metric(baseline_metrics)
     c_items, b_items = pt.outcome_index(candidate_samples), pt.outcome_index(baseline_samples)
-    pending: list[tuple[RuleResult, GateRule, list[tuple[str, bool]]]] = []
+    pending: list[tuple[RuleResult, list[str], _Pairs | None]] = []
     for i, rule in enumerate(spec.rules):
         res = RuleResult(i + 1, rule.metric, rule.metric.split(".", 1)[0], _bounds(rule))
-        crossed = _evaluate_rule(spec, rule, res, cand, base, c_items, b_items, candidate, baseline,
-                                 baseline_note, seed)
-        pending.append((res, rule, crossed))
-    tested = [res for res, rule, _ in pending if rule.is_relative() and res.p_value is not None]
-    for res, p in zip(tested, pt.holm([r.p_value for r in tested]), strict=True):
-        res.p_adjusted = p
-    for res, _, crossed in pending:
-        _verdict(res, crossed, spec)
+        absolute, pairs = _evaluate_rule(spec, rule, res, cand, base, c_items, b_items, candidate, baseline,
+                                         baseline_note)
+        pending.append((res, absolute, pairs))
+    _test_bounds(spec, [(res, pairs) for res, _, pairs in pending if pairs is not None])
+    for res, absolute, pairs in pending:
+        _verdict(res, absolute, spec)
+        _summarise(res, pairs, spec)
         report.results.append(res)
     return report
 
@@ -140,36 +180,39 @@ def _by_metric(metrics: pd.DataFrame | None) -> dict[str, list[dict]]:
     return {} if metrics is None or metrics.empty else {m: r for (_, m), r in pt.metric_rows(metrics).items()}
 
 
-def _missing(res: RuleResult, spec: GateSpec, why: str) -> list[tuple[str, bool]]:
+def _missing(res: RuleResult, spec: GateSpec, why: str) -> None:
     res.verdict, res.message = spec.on_missing, f"missing: {why} (on_missing: {spec.on_missing})"
-    return []
 
 
 def _evaluate_rule(spec: GateSpec, rule: GateRule, res: RuleResult, cand: dict[str, list[dict]],
                    base: dict[str, list[dict]], c_items: dict, b_items: dict, candidate: str,
-                   baseline: str | None, baseline_note: str, seed: int) -> list[tuple[str, bool]]:
-    """Fill value/baseline/delta/CI/p of one rule; return each bound's (text, crossed)."""
+                   baseline: str | None, baseline_note: str) -> tuple[list[str], _Pairs | None]:
+    """Fill value/baseline/delta and the relative bounds of one rule; return the crossed
+    absolute bounds' texts and the paired per-item differences (None without them)."""
     if rule.metric not in cand:
         suites = sorted({m.split(".", 1)[0] for m in cand})
         what = f"metric {rule.metric}" if res.suite in suites else f"suite {res.suite!r} (evaluated: {suites})"
-        return _missing(res, spec, f"candidate {candidate!r} has no {what}")
+        _missing(res, spec, f"candidate {candidate!r} has no {what}")
+        return [], None
     crow = _one(cand[rule.metric], f"candidate {candidate!r}", rule.metric)
     res.value, res.n, hib = pt.plain(crow["value"]), pt.plain(crow.get("n")), pt.plain(crow.get("higher_is_better"))
     res.higher_is_better = None if hib is None else bool(hib)
     res.ci_low, res.ci_high = pt.plain(crow.get("ci_low")), pt.plain(crow.get("ci_high"))
     if res.value is None or not res.n:
-        return _missing(res, spec, f"candidate {candidate!r}: {rule.metric} has zero items or all items errored")
-    crossed = []
-    if rule.min is not None:
-        crossed.append((f"value {res.value:.4g} < min {rule.min:g}", res.value < rule.min - EPS))
-    if rule.max is not None:
-        crossed.append((f"value {res.value:.4g} > max {rule.max:g}", res.value > rule.max + EPS))
+        _missing(res, spec, f"candidate {candidate!r}: {rule.metric} has zero items or all items errored")
+        return [], None
+    absolute = []
+    if rule.min is not None and res.value < rule.min - EPS:
+        absolute.append(f"value {res.value:.4g} < min {rule.min:g}")
+    if rule.max is not None and res.value > rule.max + EPS:
+        absolute.append(f"value {res.value:.4g} > max {rule.max:g}")
     if not rule.is_relative():
-        return crossed
+        return absolute, None
+    res.ci_low = res.ci_high = None  # the metric's interval is of the value, not of a delta
     if baseline is None or rule.metric not in base:
         why = "no baseline stage given" if baseline is None else f"baseline {baseline!r} has no {rule.metric}"
         _missing(res, spec, why + (f" {baseline_note}" if baseline_note else ""))
-        return crossed if any(c for _, c in crossed) else []  # a crossed absolute bound still fails
+        return absolute, None
     brow = pt.pick_comparable(base[rule.metric], [crow])[0]  # the baseline evaluation made like the candidate's
     if brow is None:
         diffs = [f"{f}: candidate {c!r}, baseline {b!r}" for f, b, c in
@@ -178,146 +221,114 @@ def _evaluate_rule(spec: GateSpec, rule: GateRule, res: RuleResult, cand: dict[s
         res.message = (f"refused: candidate {candidate!r} and baseline {baseline!r} were evaluated differently "
                        f"({'; '.join(diffs)}); results from different backends, decoding settings or suite "
                        "versions are never compared")
-        return []
+        return [], None
     res.baseline, n_base = pt.plain(brow["value"]), pt.plain(brow.get("n"))
     if res.baseline is None or not n_base:
-        return _missing(res, spec, f"baseline {baseline!r}: {rule.metric} has zero items or all items errored")
-    res.delta = res.value - res.baseline
-    bv, cv = b_items.get((baseline, brow["eval_key"], rule.metric)), c_items.get((candidate, crow["eval_key"],
-                                                                                 rule.metric))
-    if bv and cv:
-        paired = pt.paired_compare(bv, cv, seed=seed)
-        if paired.n:
-            res.ci_low, res.ci_high, res.p_value, res.test = paired.ci_low, paired.ci_high, paired.p_value, paired.test
-            res.n = paired.n
-    else:
-        res.ci_low = res.ci_high = None
-    d, hib = res.delta, res.higher_is_better
-    if rule.max_regression is not None and hib is None:
+        _missing(res, spec, f"baseline {baseline!r}: {rule.metric} has zero items or all items errored")
+        return absolute, None
+    if rule.max_regression is not None and res.higher_is_better is None:
         res.verdict, res.message = "error", f"{rule.metric} declares no higher_is_better: use max_increase/max_decrease"
-        return []
-    for limit, moved, text in ((rule.max_increase, d, f"delta {d:+.4g} > max_increase"),
-                               (rule.max_decrease, -d, f"delta {d:+.4g} < -max_decrease"),
-                               (rule.max_regression, -d if hib else d, f"worsened by {-d if hib else d:.4g} > max_regression")):
+        return [], None
+    res.delta = res.value - res.baseline
+    pairs = _pairs(b_items.get((baseline, brow["eval_key"], rule.metric)),
+                   c_items.get((candidate, crow["eval_key"], rule.metric)))
+    if pairs is not None:
+        res.delta, res.n = float(pairs.diff.mean()), int(pairs.diff.size)
+    worse = -1 if res.higher_is_better else 1
+    for name, direction in (("max_increase", 1), ("max_decrease", -1), ("max_regression", worse)):
+        limit = getattr(rule, name)
         if limit is not None:
-            crossed.append((f"{text} {limit:g}", moved > limit + EPS))
-    return crossed
+            moved = direction * res.delta + 0.0  # no -0
+            res.bounds.append(BoundResult(name, float(limit), direction, moved, moved > limit + EPS))
+    return absolute, pairs
 
 
-def _verdict(res: RuleResult, crossed: list[tuple[str, bool]], spec: GateSpec) -> None:
-    if res.verdict in ("error",) or (res.message.startswith("missing") and not crossed):
+def _pairs(base: Mapping[str, float] | None, cand: Mapping[str, float] | None) -> _Pairs | None:
+    items = sorted(set(base or {}) & set(cand or {}))
+    if not items:
+        return None
+    a = np.array([float(base[i]) for i in items])  # type: ignore[index]
+    b = np.array([float(cand[i]) for i in items])  # type: ignore[index]
+    return _Pairs(b - a, pt.is_binary(a) and pt.is_binary(b))
+
+
+def _test_bounds(spec: GateSpec, tested: list[tuple[RuleResult, _Pairs]]) -> None:
+    """p-values, Holm family and step levels, detectable effects of every paired relative bound."""
+    alternative = "less" if spec.mode == "non_inferiority" else "greater"
+    bounds = []
+    for res, pairs in tested:
+        for b in res.bounds:
+            t = mt.margin_test(b.direction * pairs.diff, b.margin, alternative, pairs.binary)
+            b.test, b.p_value, b.level = t.test, t.p_value, spec.alpha
+            b.detectable = mt.detectable(t, spec.alpha)
+            bounds.append(b)
+    family = [b for b in bounds if spec.mode == "non_inferiority" or b.crossed]
+    order = sorted(range(len(family)), key=lambda k: (family[k].p_value, k))  # pt.holm's order
+    for rank, k in enumerate(order):
+        family[k].level = spec.alpha / (len(family) - rank)
+    for b, p in zip(family, pt.holm([b.p_value for b in family]), strict=True):
+        b.p_adjusted = p
+
+
+def _verdict(res: RuleResult, absolute: list[str], spec: GateSpec) -> None:
+    """The rule's verdict from its absolute bounds, its relative bounds' tests and any missing data."""
+    if res.verdict == "error":
         return
-    absolute = [t for t, c in crossed if c and t.startswith("value")]
-    relative = [t for t, c in crossed if c and not t.startswith("value")]
-    failures, warnings = list(absolute), []
-    if relative:
-        if spec.mode == "strict":
-            failures += [f"{t} (strict: point estimate)" for t in relative]
-        elif res.p_value is None:
-            failures += [f"{t} (no paired per-item outcomes: point estimate)" for t in relative]
-        elif res.p_adjusted is not None and res.p_adjusted < spec.alpha:
-            failures += [f"{t}, significant: p_adj {res.p_adjusted:.3g} < alpha {spec.alpha:g}" for t in relative]
-        else:
-            warnings += [f"{t}, not significant: p_adj {res.p_adjusted:.3g} >= alpha {spec.alpha:g}" for t in relative]
+    for b in res.bounds:
+        _bound_verdict(b, spec)
+    failures = absolute + [b.note for b in res.bounds if b.verdict == "fail"]
+    unsure = [b.note for b in res.bounds if b.verdict == "inconclusive"]
     notes = [res.message] if res.message else []
     if failures:
-        res.verdict, res.message = "fail", "; ".join(failures + notes)
-    elif warnings or res.verdict == "warn":
-        res.verdict, res.message = "warn", "; ".join(warnings + notes)
+        res.verdict, res.message = "fail", "; ".join(failures + unsure + notes)
+    elif unsure:
+        res.verdict, res.message = "inconclusive", "; ".join(unsure + notes)
+    elif res.verdict != "pass":  # on_missing
+        res.message = "; ".join(notes)
     else:
-        res.verdict, res.message = "pass", "; ".join(notes) or "ok"
+        res.message = "; ".join([b.note for b in res.bounds if b.note] + notes) or "ok"
 
 
-# --------------------------------------------------------------------------- outputs
+def _bound_verdict(b: BoundResult, spec: GateSpec) -> None:
+    what = f"{b.bound} {b.margin:g}: regression {b.regression:+.4g}"
+    p = f"p_adj {b.p_adjusted:.3g}" if b.p_adjusted is not None else ""
+    if spec.mode == "strict" or b.p_value is None:
+        why = "strict: point estimate" if spec.mode == "strict" else "no paired per-item outcomes"
+        if spec.mode == "non_inferiority":
+            b.verdict, b.note = "fail", f"{what}, within the margin not shown ({why})"
+        elif b.crossed:
+            b.verdict, b.note = "fail", f"{what} > margin ({why})"
+    elif spec.mode == "non_inferiority":
+        can = _detect_text(b.detectable, "passes at 80% power only if the true regression is <= {}",
+                           "non-inferiority cannot be shown on these items")
+        if b.p_adjusted is not None and b.p_adjusted <= spec.alpha:
+            b.note = f"{what}, shown within the margin ({p} <= alpha {spec.alpha:g})"
+        else:
+            b.verdict, b.note = "fail", f"{what}, not shown within the margin ({p} > alpha {spec.alpha:g}; {can})"
+    elif b.crossed:
+        can = _detect_text(b.detectable, "detectable regression >= {} at 80% power",
+                           "no regression is detectable on these items")
+        if b.p_adjusted is not None and b.p_adjusted <= spec.alpha:
+            b.verdict, b.note = "fail", f"{what} > margin, shown ({p} <= alpha {spec.alpha:g})"
+        else:
+            b.verdict, b.note = "inconclusive", f"{what} > margin, not shown ({p} > alpha {spec.alpha:g}; {can})"
 
 
-def _f(x: float | None, signed: bool = False) -> str:
-    return "—" if x is None else (f"{x:+.4g}" if signed else f"{x:.4g}")
+def _detect_text(value: float | None, template: str, none: str) -> str:
+    return none if value is None else template.format(f"{value:.3g}")
 
 
-def _ci(r: RuleResult) -> str:
-    return "—" if r.ci_low is None or r.ci_high is None else f"[{r.ci_low:.4g}, {r.ci_high:.4g}]"
-
-
-ICON = {"pass": "✅ pass", "warn": "⚠️ warn", "fail": "❌ fail", "error": "💥 error"}
-
-
-def to_markdown(report: GateReport, max_bytes: int = SUMMARY_LIMIT) -> str:
-    """The gate's Markdown summary; passing rows (then the tail) are dropped to stay under
-    ``max_bytes`` (everything is in the JSON report)."""
-    c = report.counts()
-    base = f" vs baseline `{report.baseline}`" if report.baseline else " (no baseline)"
-    head = [f"## harness gate: {report.status.upper()} — candidate `{report.candidate}`{base}"
-            + (f", run `{report.run_id}`" if report.run_id else ""), "",
-            f"mode **{report.mode}**, alpha {report.alpha:g} (Holm over the rules' paired tests), on_missing "
-            f"**{report.on_missing}**; {len(report.results)} rules: {c['pass']} pass, {c['warn']} warn, "
-            f"{c['fail']} fail, {c['error']} error; exit code **{report.exit_code}** "
-            "(0 pass, 1 gate failed, 2 usage/config error, 3 internal error)", "",
-            "| # | verdict | metric | rule | value | baseline | delta | 95% CI (of delta, else value) | p (Holm) | n | note |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    rows = [(r, f"| {r.index} | {ICON[r.verdict]} | `{r.metric}` | {r.rule} | {_f(r.value)} | {_f(r.baseline)} | "
-                f"{_f(r.delta, True)} | {_ci(r)} | {_f(r.p_adjusted if r.p_adjusted is not None else r.p_value)} | "
-                f"{_f(r.n)} | {r.message.replace('|', '/')} |") for r in report.results]
-    text = "\n".join(head + [line for _, line in rows] + [""])
-    if len(text.encode()) > max_bytes:
-        kept = [line for r, line in rows if r.verdict != "pass"]
-        note = f"_{len(rows) - len(kept)} passing rules omitted to stay under {max_bytes} bytes; all are in the JSON._"
-        text = "\n".join(head + kept + ["", note, ""])
-        if len(text.encode()) > max_bytes:
-            cut = text.encode()[:max_bytes - 200].decode(errors="ignore").rsplit("\n", 1)[0]
-            text = cut + "\n\n_... truncated to stay under the step summary limit: see the JSON report._\n"
-    return text
-
-
-def to_junit_xml(report: GateReport) -> str:
-    """JUnit XML: one testcase per rule; fail -> <failure>, error -> <error>, warn -> system-out."""
-    c = report.counts()
-    attrs = {"tests": str(len(report.results)), "failures": str(c["fail"]), "errors": str(c["error"]),
-             "skipped": "0", "time": "0"}
-    suites = ET.Element("testsuites", {"name": "harness gate", **attrs})
-    suite = ET.SubElement(suites, "testsuite", {"name": f"harness gate: {report.candidate} vs {report.baseline}",
-                                                **attrs})
-    for r in report.results:
-        case = ET.SubElement(suite, "testcase", {"classname": f"gate.{r.suite}", "name": f"{r.metric}: {r.rule}",
-                                                 "time": "0"})
-        detail = (f"{r.message}\nvalue={_f(r.value)} baseline={_f(r.baseline)} delta={_f(r.delta, True)} "
-                  f"CI={_ci(r)} p={_f(r.p_value)} p_adjusted={_f(r.p_adjusted)} n={_f(r.n)} test={r.test}")
-        if r.verdict in ("fail", "error"):
-            tag = "failure" if r.verdict == "fail" else "error"
-            ET.SubElement(case, tag, {"message": detail.replace("\n", " | "), "type": f"gate.{tag}"}).text = detail
-        elif r.verdict == "warn":
-            ET.SubElement(case, "system-out").text = "warning: " + detail
-    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
-
-
-def to_json(report: GateReport) -> str:
-    """The whole report as JSON (status, exit code, every rule)."""
-    data = {k: v for k, v in asdict(report).items() if k != "results"}
-    data.update(status=report.status, exit_code=report.exit_code, counts=report.counts(),
-                results=[asdict(r) for r in report.results])
-    return json.dumps(pt.json_safe(data), indent=2, ensure_ascii=False) + "\n"
-
-
-def _escape(text: str, prop: bool = False) -> str:
-    out = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    return out.replace(":", "%3A").replace(",", "%2C") if prop else out
-
-
-def github_annotations(report: GateReport, limit: int = 10) -> list[str]:
-    """``::error`` workflow commands, one per failing (or erroring) suite, at most ``limit``;
-    the last one summarises the suites beyond the limit (all are in the step summary)."""
-    by_suite: dict[str, list[RuleResult]] = {}
-    for r in report.results:
-        if r.verdict in ("fail", "error"):
-            by_suite.setdefault(r.suite, []).append(r)
-    items = list(by_suite.items())
-    lines = [f"::error title={_escape(f'harness gate: {suite}', True)}::"
-             + _escape("; ".join(f"{r.metric}: {r.message}" for r in rs)) for suite, rs in items]
-    if len(lines) > limit:
-        rest = [s for s, _ in items[limit - 1:]]
-        lines = lines[:limit - 1] + [f"::error title=harness gate::{len(rest)} more failing suites "
-                                     f"({_escape(', '.join(rest))}): see the job summary"]
-    return lines
+def _summarise(res: RuleResult, pairs: _Pairs | None, spec: GateSpec) -> None:
+    """Rule-level test figures and delta interval from the deciding bound (worst verdict, then
+    furthest past its margin), the interval at that bound's Holm step level."""
+    if not res.bounds or res.verdict == "error":
+        return
+    main = max(res.bounds, key=lambda b: (SEVERITY[b.verdict], b.regression - b.margin))
+    res.p_value, res.p_adjusted, res.detectable, res.test = main.p_value, main.p_adjusted, main.detectable, main.test
+    if pairs is not None and main.level is not None:
+        ci = mt.interval(pairs.diff, pairs.binary, main.level)
+        if ci is not None:
+            res.ci_low, res.ci_high, res.ci_level = ci[0], ci[1], 1 - 2 * main.level
 
 
 # --------------------------------------------------------------------------- entry point
@@ -325,16 +336,15 @@ def github_annotations(report: GateReport, limit: int = 10) -> list[str]:
 
 def run_gate(store_path: Path | str, run_id: str | None, candidate: str, baseline: str | None,
              rules_path: Path | str | None, junit: Path | str | None = None, summary: Path | str | None = None,
-             json_path: Path | str | None = None, *, seed: int = 0, out: TextIO | None = None,
-             err: TextIO | None = None) -> int:
+             json_path: Path | str | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Gate ``candidate`` (a stage of run ``run_id``, latest run when None) against ``baseline``
     with the rules of ``rules_path`` (default: the run config's ``gate:``). Prints the Markdown,
     writes the optional JUnit / Markdown / JSON files, appends the Markdown to
-    ``$GITHUB_STEP_SUMMARY`` when set, prints ``::error`` annotations under GitHub Actions.
-    Returns the exit code: 0 pass, 1 gate failed, 2 usage/config error, 3 internal error."""
+    ``$GITHUB_STEP_SUMMARY`` when set, prints ``::error`` / ``::warning`` annotations under
+    GitHub Actions. Returns the exit code: 0 pass, 1 gate failed, 2 usage/config error, 3 internal."""
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        report = _gate(store_path, run_id, candidate, baseline, rules_path, seed)
+        report = _gate(store_path, run_id, candidate, baseline, rules_path)
         md = to_markdown(report)
         for path, text in ((junit, to_junit_xml(report)), (summary, md), (json_path, to_json(report))):
             if path:
@@ -356,7 +366,7 @@ def run_gate(store_path: Path | str, run_id: str | None, candidate: str, baselin
 
 
 def _gate(store_path: Path | str, run_id: str | None, candidate: str, baseline: str | None,
-          rules_path: Path | str | None, seed: int) -> GateReport:
+          rules_path: Path | str | None) -> GateReport:
     with Store(store_path, readonly=True) as store:
         run_id = store.require_run(run_id)
         config = store.get_run(run_id).get("config") or {}
@@ -373,26 +383,4 @@ def _gate(store_path: Path | str, run_id: str | None, candidate: str, baseline: 
         return evaluate_gate(spec, store.metrics(run_id, candidate), store.samples(run_id, candidate),
                              store.metrics(run_id, baseline) if baseline else None,
                              store.samples(run_id, baseline) if baseline else None,
-                             candidate=candidate, baseline=baseline, run_id=run_id, seed=seed, baseline_note=note)
-
-
-_OPTIONS = (("--store", "results store file, or the run's output_dir"), ("--run", "run id (default: latest run)"),
-            ("--candidate", "stage to gate"), ("--baseline", "stage to compare against (relative rules)"),
-            ("--rules", "gate rules YAML (default: the run config's gate:)"), ("--junit", "write JUnit XML here"),
-            ("--summary", "write the Markdown summary here"), ("--json", "write gate_report.json here"))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m harness.gate`` with the same options as ``harness gate``."""
-    parser = argparse.ArgumentParser(prog="harness gate", description=__doc__.split("\n\n")[0],
-                                     epilog="example: harness gate --store out/ --candidate ppo --baseline sft "
-                                            "--rules examples/gate_rules.yaml --junit gate.xml")
-    for flag, text in _OPTIONS:
-        parser.add_argument(flag, required=flag in ("--store", "--candidate"), default=None, help=text)
-    a = vars(parser.parse_args(argv))
-    return run_gate(a["store"], a["run"], a["candidate"], a["baseline"], a["rules"], a["junit"], a["summary"],
-                    a["json"])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+                             candidate=candidate, baseline=baseline, run_id=run_id, baseline_note=note)
