@@ -244,10 +244,12 @@ def gate(
 ) -> None:
     """Gate a checkpoint against thresholds and a baseline (exit 0 pass, 1 failed, 2 usage/config, 3 internal).
 
-    The rules file's `mode` decides relative bounds: significance (fail when the regression is shown
-    to exceed the margin; crossed but not shown is inconclusive, exit code from on_inconclusive),
-    non_inferiority (pass only when shown within the margin) or strict (point estimate). Every
-    relative rule reports the regression the suite could detect with 80% power.
+    Relative bounds follow the rules' mode:
+    significance: fail when the regression is shown to exceed the margin;
+    crossed but not shown is inconclusive (exit code from on_inconclusive).
+    non_inferiority: pass only when shown to be within the margin.
+    strict: the point estimate decides.
+    Every relative rule reports the regression detectable with 80% power.
 
     Example: harness gate --store runs/default --candidate ppo --baseline sft --rules examples/gate_rules.yaml
     """
