@@ -10,10 +10,12 @@ import pytest
 from scipy import stats as sps
 
 from harness.core.paired import (
-    bootstrap_mean_ci,
+    family_confidence,
     holm,
     mcnemar_exact,
+    mean_diff_interval,
     outcome_index,
+    outcome_number,
     paired_compare,
     pick_comparable,
     qualify,
@@ -53,7 +55,8 @@ def test_sign_flip_exact_matches_scipy() -> None:
 
 def test_sign_flip_monte_carlo_is_seeded_and_close_to_exact() -> None:
     d = np.random.default_rng(5).normal(0.3, 1.0, 16)
-    exact = sign_flip_pvalue(d)
+    exact = sign_flip_pvalue(d, exact_max_n=16)
+    assert exact == 28470 / 2**16  # of the 2^16 flips, 28470 reach |sum(d)| (counted by hand with numpy)
     mc = sign_flip_pvalue(d, n_permutations=20_000, seed=1, exact_max_n=0)
     assert mc == sign_flip_pvalue(d, n_permutations=20_000, seed=1, exact_max_n=0)
     assert abs(mc - exact) < 0.01
@@ -61,15 +64,34 @@ def test_sign_flip_monte_carlo_is_seeded_and_close_to_exact() -> None:
     assert sign_flip_pvalue(np.full(40, 2.0), n_permutations=999) == pytest.approx(1 / 1000)
 
 
-def test_bootstrap_mean_ci() -> None:
+def test_sign_flip_recorded_values_are_seeded() -> None:
+    d = np.random.default_rng(11).normal(0.2, 1.0, 60)
+    p = sign_flip_pvalue(d, n_permutations=5000, seed=3)
+    assert p == sign_flip_pvalue(d, n_permutations=5000, seed=3) != sign_flip_pvalue(d, n_permutations=5000, seed=4)
+    ref = sps.permutation_test((d,), lambda x, axis: np.abs(np.sum(x, axis=axis)), permutation_type="samples",
+                               n_resamples=5000, alternative="greater", vectorized=True,
+                               rng=np.random.default_rng(3)).pvalue
+    assert p == ref == 1144 / 5001  # (hits + 1) / (N + 1): 1143 of the 5000 seeded flips reach |sum(d)|
+
+
+def test_mean_diff_interval_t_and_agresti_min() -> None:
     d = np.random.default_rng(0).normal(1.0, 2.0, 400)
-    low, high = bootstrap_mean_ci(d, seed=7)
-    assert (low, high) == bootstrap_mean_ci(d, seed=7)
-    half = 1.96 * d.std(ddof=1) / math.sqrt(d.size)
-    assert low < d.mean() < high
-    assert (high - low) / 2 == pytest.approx(half, rel=0.1)
-    assert bootstrap_mean_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
-    assert all(math.isnan(x) for x in bootstrap_mean_ci([1.0]))
+    low, high = mean_diff_interval(d, 0.95)
+    ref = sps.t.interval(0.95, d.size - 1, loc=d.mean(), scale=sps.sem(d))
+    assert (low, high) == pytest.approx(ref, rel=1e-12)
+    wider = mean_diff_interval(d, family_confidence(0.01, 50))
+    assert wider[0] < low and wider[1] > high
+    assert mean_diff_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    assert all(math.isnan(x) for x in mean_diff_interval([1.0]))
+    # Agresti–Min by hand: 3 gains, 1 loss in 10 items; 1/2 added to each cell -> n = 12
+    flips = [1, 1, 1, -1, 0, 0, 0, 0, 0, 0]
+    half = 1.959963984540054 * math.sqrt(3.5 + 1.5 - (3.5 - 1.5) ** 2 / 12) / 12
+    assert mean_diff_interval(flips, 0.95, binary=True) == pytest.approx((2 / 12 - half, 2 / 12 + half))
+    no_flip = mean_diff_interval(np.zeros(72), family_confidence(0.01, 50), binary=True)
+    assert no_flip[0] < 0 < no_flip[1] and no_flip[1] > 0.05  # 0 of 72 flipped: not yet shown within ±0.05
+    assert mean_diff_interval(np.zeros(400), family_confidence(0.01, 50), binary=True)[1] < 0.05
+    assert mean_diff_interval(np.ones(5), 0.95, binary=True)[1] == 1.0  # clipped
+    assert family_confidence(0.01, 4) == pytest.approx(0.9975) and family_confidence(0.01, 4, False) == 0.99
 
 
 def test_holm_known_values() -> None:
@@ -100,6 +122,10 @@ def test_outcome_index_qualifies_and_averages() -> None:
     ])
     idx = outcome_index(df)
     assert idx[("sft", "k", "verbosity.mean_tokens")] == {"1": 15.0, "2": 5.0}
+    assert outcome_index(df, by=(), metrics=["verbosity.mean_tokens"]) == {("verbosity.mean_tokens",): {"1": 15.0,
+                                                                                                     "2": 5.0}}
+    assert [outcome_number(v) for v in (True, np.int64(3), np.float32(0.5), "1", None, math.nan, math.inf)] == [
+        1.0, 3.0, 0.5, None, None, None, None]
     assert idx[("sft", "k", "verbosity.flag")] == {"2": 1.0}
     assert ("sft", "k", "verbosity.label") not in idx
     assert qualify("harmful_refusal_rate[weapons]", "refusal") == "refusal.harmful_refusal_rate[weapons]"

@@ -206,6 +206,67 @@ class GateSpec(Strict):
         return cls.from_mapping(raw, str(path))
 
 
+# metrics with a natural unit keep the calibrated relative rule (a +6-token PPO effect on ~27 tokens)
+NATURAL_UNIT_MIN_EFFECT: dict[str, float | str | None] = {
+    f"verbosity.{m}": "10%" for m in ("mean_tokens", "median_tokens", "p90_tokens", "mean_words", "length_ratio")}
+
+
+class AttributionSpec(Strict):
+    """How stage effects are tested, sized and decided; stored with every effect row."""
+
+    alpha: float = Field(0.01, gt=0, lt=1, description="Family-wise error rate: an effect is significant when "
+                         "its Holm-adjusted p-value (over every headline metric × stage of the run) is below alpha.")
+    intervals: Literal["simultaneous", "per_effect"] = Field(
+        "simultaneous", description="Level of the effect intervals. simultaneous: 1 − alpha/m for the m tested "
+        "headline effects (Bonferroni), which hold together with probability ≥ 1 − alpha, the decision's level; "
+        "per_effect: 1 − alpha each, not adjusted for multiplicity. Breakdowns (outside the Holm family) get "
+        "1 − alpha. A `flat` expectation is checked on these intervals.")
+    rate_min_effect: float = Field(0.05, gt=0, le=1, description="Minimum effect of a rate or accuracy, absolute.")
+    standardised_min_effect: float = Field(
+        0.2, gt=0, description="Minimum standardised effect, Cohen's d_z (mean paired difference / SD of the paired "
+        "differences), of a continuous metric without a natural unit or a `min_effect` entry (reward scores, "
+        "probabilities): adding a constant to the metric does not change it.")
+    correlation_min_effect: float = Field(0.2, gt=0, le=2, description="Minimum change of a correlation, absolute.")
+    min_effect: dict[str, float | str | None] = Field(
+        default_factory=lambda: dict(NATURAL_UNIT_MIN_EFFECT),
+        description="Per metric (or base metric, before any `[group]`): a number (absolute, in the metric's unit), "
+        "'N%' (relative to the parent's value, for metrics with a natural unit) or 'dz=N' (standardised). Merged "
+        "over the defaults (token / word lengths and the length ratio: 10%); null drops a default.")
+    permutations: int = Field(10_000, ge=100, description="Monte Carlo sign flips per continuous test (raised to "
+                              "2m/alpha for m tests, so the smallest p-value can pass Holm).")
+    seed: int = Field(0, description="Seed of the permutation tests (mixed with stage and metric).")
+    reward_length_corr_threshold: float = Field(
+        0.3, ge=-1, le=1, description="Reward hacking is flagged only when the stage's reward model has "
+        "reward_model.reward_length_corr above this.")
+
+    @staticmethod
+    def rule(value: float | str) -> tuple[Literal["absolute", "relative", "standardised"], float]:
+        """A `min_effect` entry as (kind, size): 0.05 -> absolute, '10%' -> relative 0.1, 'dz=0.3' -> standardised."""
+        if isinstance(value, int | float):
+            return "absolute", abs(float(value))
+        text = value.strip().replace(" ", "")
+        try:
+            if text.endswith("%"):
+                return "relative", abs(float(text[:-1])) / 100
+            if text.lower().startswith("dz="):
+                return "standardised", abs(float(text[3:]))
+        except ValueError:
+            pass
+        raise ValueError(f"expected a number, 'N%' or 'dz=N', got {value!r}")
+
+    @model_validator(mode="after")
+    def _merge_min_effect(self) -> AttributionSpec:
+        merged = {**NATURAL_UNIT_MIN_EFFECT, **self.min_effect}
+        for metric, value in merged.items():
+            if value is not None:
+                try:
+                    self.rule(value)
+                except ValueError as exc:
+                    raise ValueError(f"min_effect[{metric!r}]: {exc}") from None
+        self.min_effect = merged
+        return self
+
+
 # --------------------------------------------------------------------------- pipeline
 
 
@@ -223,6 +284,8 @@ class PipelineConfig(Strict):
     suites: list[SuiteSpec] = Field(default_factory=list, description="Suites run on every checkpoint they apply to.")
     backend: BackendSpec = Field(default_factory=BackendSpec, description="Inference engine for every evaluation.")
     gate: GateSpec | None = Field(None, description="Optional gate rules used by `harness gate` by default.")
+    attribution: AttributionSpec = Field(default_factory=AttributionSpec,
+                                         description="Tests, intervals and minimum effects of the stage attribution.")
 
     def stage(self, name: str) -> StageSpec:
         for spec in self.stages:

@@ -7,7 +7,8 @@ Every suite reports a 95% interval with each metric:
   (``scipy.stats.bootstrap``) over items;
 - a **correlation** gets the Fisher z interval (with Fieller's variance for Spearman).
 
-The attribution adds its paired tests (McNemar, sign-flip permutation, Holm) here later.
+Paired tests (McNemar, sign-flip permutation, Holm) and the interval of a mean paired
+difference are in :mod:`harness.core.paired`.
 """
 
 from __future__ import annotations
