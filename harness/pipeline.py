@@ -271,7 +271,7 @@ class Pipeline:
             from harness.report import compute_and_store_effects
         except ImportError:  # attribution not installed in this build
             return
-        compute_and_store_effects(store, run_id)
+        compute_and_store_effects(store, run_id, self.cfg.attribution)
 
 
 def _progress_callback(say: Callable[[str], None], stage: str) -> Any:

@@ -16,47 +16,43 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from harness.attribution import (
-    ALPHA,
-    DECISION_RULE,
-    RATE_MIN_EFFECT,
-    RELATIVE_MIN_EFFECT,
-    RM_CORR_THRESHOLD,
-    TOKENS_METRIC,
-    Lineage,
-    lineage_decompositions,
-    lineage_paths,
-    planted_recovery,
-    reward_hacking_flags,
-    stage_effects,
-)
+from harness.attribution import decision_rule, spec_of, stage_effects
+from harness.core.spec import AttributionSpec
 from harness.core.store import Store
+from harness.flags import TOKENS_METRIC, lineage_decompositions, reward_hacking_flags
+from harness.lineage import Lineage, lineage_paths
+from harness.recovery import bounds_text, planted_recovery
 
 Row = dict[str, Any]
 
 
-def compute_and_store_effects(store: Store, run_id: str | None = None, *, alpha: float = ALPHA,
-                              min_effect: Mapping[str, float | str] | None = None, seed: int = 0,
-                              corr_threshold: float = RM_CORR_THRESHOLD) -> pd.DataFrame:
-    """Compute every stage effect of a run (latest run when None), attach the reward-hacking
-    flag of each stage to its ``verbosity.mean_tokens`` row (``details.reward_hacking``),
-    replace the run's effects in the store in one transaction, and return them as stored."""
+def compute_and_store_effects(store: Store, run_id: str | None = None,
+                              spec: AttributionSpec | None = None) -> pd.DataFrame:
+    """Compute every stage effect of a run (latest run when None) under ``spec`` (default: the
+    run's configured ``attribution:``), attach the reward-hacking flag of each stage to its
+    ``verbosity.mean_tokens`` row (``details.reward_hacking``), replace the run's effects in
+    the store in one transaction, and return them as stored."""
     run_id = store.require_run(run_id)
-    rows = _compute(store, run_id, alpha, min_effect, seed, corr_threshold)
+    rows = _compute(store, run_id, spec or spec_of(store.get_run(run_id).get("config")))
     store.replace_effects(run_id, [{k: v for k, v in r.items() if k != "run_id"} for r in rows])
     return store.effects(run_id)
 
 
-def _compute(store: Store, run_id: str, alpha: float, min_effect: Mapping[str, float | str] | None,
-             seed: int, corr_threshold: float) -> list[Row]:
+def _compute(store: Store, run_id: str, spec: AttributionSpec) -> list[Row]:
     metrics, checkpoints = store.metrics(run_id), store.checkpoints(run_id)
     card = store.get_run(run_id).get("world_card")
-    rows = stage_effects(metrics, store.samples(run_id), checkpoints, card, alpha, min_effect, seed, run_id)
-    flags = reward_hacking_flags(rows, metrics, checkpoints, alpha, corr_threshold)
+    rows = stage_effects(metrics, store.samples(run_id), checkpoints, card, spec, run_id)
+    flags = reward_hacking_flags(rows, metrics, checkpoints, spec.alpha, spec.reward_length_corr_threshold)
     for r in rows:
         if r["metric"] == TOKENS_METRIC and r["stage"] in flags:
             r["details"]["reward_hacking"] = flags[r["stage"]]
     return rows
+
+
+def stored_spec(effects: list[Row], config: Mapping[str, Any] | None = None) -> AttributionSpec:
+    """The spec the stored effects were computed with (recorded in their details), else the run's."""
+    raw = next((r["details"]["attribution"] for r in effects if (r.get("details") or {}).get("attribution")), None)
+    return AttributionSpec.model_validate(raw) if raw else spec_of(config)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -96,7 +92,7 @@ def _effects_for_report(store: Store, run_id: str) -> list[Row]:
     if not stored.empty:
         return _records(stored)
     if store.readonly:  # nothing stored and not allowed to store: compute in memory
-        return _compute(store, run_id, ALPHA, None, 0, RM_CORR_THRESHOLD)
+        return _compute(store, run_id, spec_of(store.get_run(run_id).get("config")))
     return _records(compute_and_store_effects(store, run_id))
 
 
@@ -110,33 +106,45 @@ def render_report(store: Store, run_id: str | None = None) -> str:
     run = store.get_run(run_id)
     effects = _effects_for_report(store, run_id)
     metrics, checkpoints = store.metrics(run_id), store.checkpoints(run_id)
-    alpha = next((r["details"].get("alpha") for r in effects if r["details"].get("alpha")), ALPHA)
+    spec = stored_spec(effects, run.get("config"))
     lin = Lineage(checkpoints, metrics["stage"].unique() if not metrics.empty else ())
     stages = [s for s in lin.order if s in lin.evaluated]
     out = [f"# Attribution report — {run.get('name')} (run `{run_id}`)", "",
-           f"Stages (lineage order): {' → '.join(stages) or '—'}; α = {alpha}.", ""]
+           f"Stages (lineage order): {' → '.join(stages) or '—'}; α = {spec.alpha} (Holm); "
+           f"{interval_label(effects)}.", ""]
     out += _summary_section(metrics, stages)
     head = [r for r in effects if r["family"] == "headline"]
     out += ["## Stage effects (child − parent on the same items)", ""]
-    out += _table(["stage", "parent", "metric", "effect [95% CI]", "p", "p (Holm)", "n", "test", "expected",
-                   "attributed", "reason"],
+    out += _table(["stage", "parent", "metric", "effect [CI]", "min effect", "p", "p (Holm)", "n", "test",
+                   "expected", "attributed", "reason"],
                   ([r["stage"], r["parent_stage"], r["metric"], _signed(r["effect"]) + _ci(r["ci_low"], r["ci_high"]),
-                    _num(r["p_value"]), _num(r["p_adjusted"]), _num(r["n"]), r["test"],
-                    r["expected_direction"] or "", "**✔**" if r["attributed"] else "",
+                    _num(r["details"].get("min_effect")), _num(r["p_value"]), _num(r["p_adjusted"]), _num(r["n"]),
+                    r["test"], r["expected_direction"] or "", "**✔**" if r["attributed"] else "",
                     r["details"].get("reason", "")] for r in head)) + [""]
     breakdown = [r for r in effects if r["family"] == "breakdown"]
     if breakdown:
-        out += ["<details><summary>Breakdown effects (not in the Holm family, never attributed)</summary>", ""]
-        out += _table(["stage", "metric", "effect [95% CI]", "p", "n"],
+        out += [f"<details><summary>Breakdown effects (not in the Holm family, never attributed; "
+                f"{1 - spec.alpha:.4g} intervals each)</summary>", ""]
+        out += _table(["stage", "metric", "effect [CI]", "p", "n"],
                       ([r["stage"], r["metric"], _signed(r["effect"]) + _ci(r["ci_low"], r["ci_high"]),
                         _num(r["p_value"]), _num(r["n"])] for r in breakdown)) + ["", "</details>", ""]
     out += _decomposition_section(store, run_id, metrics, checkpoints)
     out += _flips_section(head)
-    out += _reward_hacking_section(effects, metrics, checkpoints, alpha)
-    out += ["## Decision rule", "", DECISION_RULE.format(alpha=alpha, rate=RATE_MIN_EFFECT, rel=RELATIVE_MIN_EFFECT),
-            ""]
+    out += _reward_hacking_section(effects, metrics, checkpoints, spec.alpha)
+    out += ["## Decision rule", "", decision_rule(spec), ""]
     out += _recovery_section(effects, run.get("world_card"), lin)
     return "\n".join(out).rstrip() + "\n"
+
+
+def interval_label(effects: list[Row]) -> str:
+    """What the headline intervals are: their level and how it was set (from the stored details)."""
+    d = next((r["details"] for r in effects if r["family"] == "headline" and r["details"].get("ci_level")), None)
+    if d is None:
+        return "no paired intervals"
+    if d.get("intervals") == "simultaneous":
+        return (f"intervals at {100 * d['ci_level']:.6g}% (simultaneous: 1 − α/m, m = {d.get('family_size')} tested "
+                "effects, the decision's level)")
+    return f"intervals at {100 * d['ci_level']:.6g}% each (1 − α, not adjusted for multiplicity)"
 
 
 def _summary_section(metrics: pd.DataFrame, stages: list[str]) -> list[str]:
@@ -207,8 +215,23 @@ def _recovery_section(effects: list[Row], card: Mapping[str, Any] | None, lin: L
     if not card or not card.get("expected_effects"):
         return ["No world card with expected effects: planted-cause recovery not checked.", ""]
     rec = planted_recovery(effects, card, kinds=lin.kind)
-    return ["## Planted causes (world card)", "", *(f"- {line}" for line in rec["lines"][1:]), "",
-            rec["summary"]]
+    out = ["## Planted causes (world card)", "", *(f"- {line}" for line in rec["lines"][1:]), ""]
+    flat = flat_checks(rec)
+    if flat:
+        out += ["### Flat expectations (equivalence: the interval inside the bounds)", ""]
+        out += _table(["stage", "metric", "forbidden", "effect [CI]", "bounds", "verdict"], flat) + [""]
+    return out + [rec["summary"]]
+
+
+def flat_checks(rec: Row) -> list[list[str]]:
+    """One row per flat check of a recovery: stage, metric, forbidden side, effect [CI], bounds, verdict."""
+    rows = []
+    for c in (c for c in rec["checks"] if c["direction"] == "flat"):
+        eq = c["equivalence"] or {}
+        ci = _ci(*eq["ci"]) + (" (descriptive)" if eq.get("descriptive") else "") if eq else ""
+        rows.append([c["stage"], c["metric"], c["forbidden"], _signed(c["effect"]) + ci,
+                     bounds_text(eq) if eq else "—", c["status"]])
+    return rows
 
 
 # --------------------------------------------------------------------------- terminal
@@ -219,8 +242,8 @@ def print_report(store: Store, run_id: str | None = None, console: Console | Non
     console = console or Console()
     run_id = store.require_run(run_id)
     effects = _effects_for_report(store, run_id)
-    table = Table(title=f"Stage effects — run {run_id}", show_lines=False)
-    for col in ("stage", "parent", "metric", "effect [95% CI]", "p (Holm)", "n", "expected", "attributed"):
+    table = Table(title=f"Stage effects — run {run_id}", caption=interval_label(effects), show_lines=False)
+    for col in ("stage", "parent", "metric", "effect [CI]", "p (Holm)", "n", "expected", "attributed"):
         table.add_column(col, justify="right" if col in ("n", "p (Holm)") else "left")
     for r in (r for r in effects if r["family"] == "headline"):
         table.add_row(r["stage"], r["parent_stage"] or "", r["metric"],
@@ -235,6 +258,14 @@ def print_report(store: Store, run_id: str | None = None, console: Console | Non
                           f"{'[bold red]FLAGGED[/]' if f['flagged'] else 'not flagged'} ({f['reason']})")
     rec = recovery(store, run_id, effects)
     if rec is not None:
+        flat = Table(title="Flat expectations (equivalence: the interval inside the bounds)")
+        for col in ("stage", "metric", "forbidden", "effect [CI]", "bounds", "verdict"):
+            flat.add_column(col)
+        for row in flat_checks(rec):
+            flat.add_row(*row[:-1], {"recovered": "[green]recovered[/]", "missed": "[bold red]missed[/]"}
+                         .get(row[-1], "[yellow]inconclusive[/]"))
+        if flat.row_count:
+            console.print(flat)
         for line in rec["lines"][1:]:
             if not line.startswith(("[ok]", "[any]")):  # what did not go as the card says
                 console.print(line, highlight=False, markup=False)
