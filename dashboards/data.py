@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from harness.core.paired import outcome_index, outcome_number
 from harness.core.store import Store, StoreError
 
 STORE_ENV = "HARNESS_STORE"
@@ -241,24 +242,13 @@ def clean_samples(df: pd.DataFrame, known: set[str] | None = None) -> pd.DataFra
     return df
 
 
-def outcome_number(value: Any) -> float | None:
-    """A per-item outcome as a float (bools count 0/1); None when not numeric."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value)):
-        return float(value)
-    return None
-
-
 def item_values(samples: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.DataFrame:
-    """Per-item values (mean over an item's samples) of every suite-prefixed numeric
-    outcome: columns item_id, metric, value. `metrics` restricts the outcome keys."""
-    wanted = None if metrics is None else set(metrics)
-    rows = [(item, key, number) for item, outcome in zip(samples["item_id"], samples["outcome"], strict=True)
-            for key, raw in outcome.items()
-            if "." in key and (wanted is None or key in wanted) and (number := outcome_number(raw)) is not None]
-    frame = pd.DataFrame(rows, columns=["item_id", "metric", "value"])
-    return frame.groupby(["item_id", "metric"], as_index=False, sort=False)["value"].mean()
+    """Per-item values (mean over an item's samples) of every numeric outcome, keyed by full
+    metric name: columns item_id, metric, value. `metrics` restricts the names. The same rule
+    as the attribution and the gate (`harness.core.paired.outcome_index`)."""
+    index = outcome_index(samples, by=(), metrics=metrics)
+    rows = [(item, metric, value) for (metric,), items in index.items() for item, value in items.items()]
+    return pd.DataFrame(rows, columns=["item_id", "metric", "value"])
 
 
 def latest_value_rows(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """The stage DAG of a run, from its checkpoints table (pure: DataFrames in, values out).
 
 Edges are ``parent_stage -> stage``; other inputs (the reward model a PPO stage reads, a
-judge) are drawn as dashed edges. Lineage paths come from `harness.attribution.lineage_paths`,
+judge) are drawn as dashed edges. Lineage paths come from `harness.lineage.lineage_paths`,
 the same the report uses.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from harness.attribution import NON_POLICY_KINDS
+from harness.lineage import NON_POLICY_KINDS
 
 STATUS_COLOURS = {"complete": "#d8f0dc", "started": "#fff1c2", "running": "#fff1c2", "failed": "#f8d0d3"}
 GATE_KEYS = ("gate", "gate_status", "gate_verdict")

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.report import compute_and_store_effects
 from harness.core.stats import pearson, spearman, wilson
 from harness.core.store import Store
+from harness.report import compute_and_store_effects
 
 RUN_NAME = "demo-world"
 TOPICS = ("astronomy", "botany", "chemistry", "geology", "history", "music", "navigation", "zoology")

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from streamlit.testing.v1 import AppTest
 
 from dashboards.data import clean_samples, item_values, normalise_outcome, store_path_from
-from harness.dashboard_server import command, launch
 from dashboards.lineage import lineage_dot, sibling_groups
-from dashboards.shaping import flip_table, waterfall
+from dashboards.shaping import compare_table, flip_table, paired_differences, waterfall
 from harness.core.store import Store
+from harness.dashboard_server import command, launch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dashboard_fixtures import DEMO_STAGES, RUN_NAME, make_demo_store, write_synthetic_run  # noqa: E402
@@ -116,6 +117,41 @@ def test_compare_methods_paired_differences(demo, monkeypatch) -> None:
     assert row["paired items"] == len(diffs) and row["ci low"] <= row["dpo − ppo"] <= row["ci high"]
     dpo_value = values[(values["stage"] == "dpo") & (values["metric"] == key)]["value"].iloc[0]
     assert row["dpo"] == pytest.approx(round(dpo_value, 3))
+    paired = table[table["p (Holm)"].notna()]  # a winner only where Holm over the table's comparisons says so
+    winners = paired[~paired["verdict"].isin(["no clear difference", "no per-item outcomes"])]
+    assert len(winners) and (winners["p (Holm)"] < 0.01).all() and (paired["p (Holm)"] >= paired["p_value"] - 1e-9).all()
+    m = len(paired)
+    assert any(f"Holm over the {m} paired comparisons" in c and f"{100 * (1 - 0.01 / m):.6g}%" in c for c in texts(at, "caption"))
+
+
+def test_compare_names_no_winner_without_holm() -> None:
+    """Thirty metrics, one of them unadjusted significant (8 items flipped one way, p = 0.008, its 95%
+    interval excludes 0) but not after Holm over the table: no winner is named for it."""
+    rng = np.random.default_rng(0)
+    items = [f"i{k:02d}" for k in range(60)]
+    a_rows, b_rows, metrics = [], [], []
+    for j in range(30):
+        metric = f"refusal.m{j:02d}_rate"
+        base = (rng.random(60) < 0.5).astype(float)
+        child = base.copy()
+        if j == 0:
+            child[np.flatnonzero(base == 0)[:8]] = 1.0  # 8 gains, no loss
+        elif j == 1:
+            child[np.flatnonzero(base == 0)] = 1.0  # every zero gains: significant after Holm too
+        a_rows += [(i, metric, v) for i, v in zip(items, base, strict=True)]
+        b_rows += [(i, metric, v) for i, v in zip(items, child, strict=True)]
+        metrics += [{"stage": s, "metric": metric, "value": float(v.mean()), "family": "headline",
+                     "higher_is_better": True} for s, v in (("sft", base), ("ppo", base), ("dpo", child))]
+    frame = lambda rows: pd.DataFrame(rows, columns=["item_id", "metric", "value"])  # noqa: E731
+    diffs = paired_differences(frame(a_rows), frame(b_rows), alpha=0.01)
+    table = compare_table(pd.DataFrame(metrics), "sft", "ppo", "dpo", diffs, alpha=0.01).set_index("metric")
+    weak, strong = table.loc["refusal.m00_rate"], table.loc["refusal.m01_rate"]
+    assert weak["p_value"] == pytest.approx(2 / 2**8) and weak["p_adjusted"] > 0.01
+    assert stats.binomtest(8, 8).pvalue < 0.05  # unadjusted, a 95% interval would exclude 0
+    assert weak["verdict"] == "no clear difference" and weak["ci_low"] < 0 < weak["ci_high"]
+    assert strong["verdict"] == "dpo better" and strong["p_adjusted"] < 0.01 and strong["ci_low"] > 0
+    assert set(table["verdict"]) == {"no clear difference", "dpo better"}
+    assert np.allclose(diffs["ci_level"], 1 - 0.01 / 30)  # simultaneous over the 30 comparisons
 
 
 def test_topics_accuracy_against_share(demo, monkeypatch) -> None:

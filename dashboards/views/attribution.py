@@ -9,7 +9,9 @@ import streamlit as st
 
 from dashboards import common
 from dashboards.shaping import waterfall
-from harness.attribution import ALPHA, DECISION_RULE, RATE_MIN_EFFECT, RELATIVE_MIN_EFFECT, lineage_paths
+from harness.attribution import decision_rule
+from harness.lineage import lineage_paths
+from harness.report import interval_label, stored_spec
 
 BAR_COLOURS = {"measured value": "#4c78a8", "attributed": "#e45756", "not attributed": "#bab0ac",
                "no stored effect": "#e7e1dc"}
@@ -51,6 +53,8 @@ if effects.empty:
     st.info("No stage effects are stored for this run yet. They are computed once, after every stage is "
             "evaluated (`harness report`), so this page, the report and the gate always agree.")
     st.stop()
+records = effects[["family", "details"]].to_dict("records")
+intervals = interval_label(records)
 
 paths = [p for p in lineage_paths(data.checkpoints) if len(p) > 1]
 breakdowns = st.toggle("Include breakdown metrics (per topic / family)", value=False)
@@ -75,7 +79,7 @@ else:
     measured = f"; measured at {leaf.iloc[0]['stage']}: {common.fmt(float(leaf.iloc[0]['top']))}" if len(leaf) else ""
     st.caption(f"`{metric}` starts at {common.fmt(float(start['top']))} at {start['stage']}; the stage effects "
                f"sum to {total:+.3f}{measured}. Bars are child − parent on the same items; black whiskers "
-               "are 95% CIs; ★ marks effects attributed to the stage.")
+               f"are the effects' {intervals}; ★ marks effects attributed to the stage.")
     common.table(wf[["stage", "note", "effect", "err_low", "err_high", "p_adjusted"]]
                  .rename(columns={"err_low": "ci low (abs.)", "err_high": "ci high (abs.)"}))
 
@@ -85,11 +89,10 @@ only = c1.toggle("Attributed only", value=False)
 family = c2.segmented_control("Family", ["headline", "breakdown", "all"], default="headline") or "all"
 rows = effects if family == "all" else effects[effects["family"] == family]
 rows = rows[rows["attributed"]] if only else rows
-st.caption(f"{len(rows)} effects (child − parent on the same items, 95% CI; p_adjusted is Holm over the "
-           "run's headline metrics × stages).")
-alpha = next((d["alpha"] for d in effects["details"] if isinstance(d.get("alpha"), int | float)), ALPHA)
+st.caption(f"{len(rows)} effects (child − parent on the same items; headline {intervals}; p_adjusted is Holm "
+           "over the run's headline metrics × stages).")
 with st.expander("Decision rule"):
-    st.markdown(DECISION_RULE.format(alpha=alpha, rate=RATE_MIN_EFFECT, rel=RELATIVE_MIN_EFFECT))
+    st.markdown(decision_rule(stored_spec(records, data.run.get("config"))))
 shown = rows.assign(reason=[str(d.get("reason") or "") for d in rows["details"]])
 common.table(shown[["stage", "parent_stage", "metric", "effect", "ci_low", "ci_high", "p_value", "p_adjusted",
                     "n", "test", "attributed", "expected_direction", "reason", "family"]])

@@ -1,5 +1,7 @@
 """Compare methods: siblings from the same parent (ppo vs dpo, later more) side by side on
-every metric, with the paired difference B − A on the items both were asked and its CI."""
+every metric, with the paired difference B − A on the items both were asked. A winner is
+named only where the paired test is significant after Holm over the table's comparisons, and
+the intervals are at the level of that decision (simultaneous, 1 − α/m)."""
 
 from __future__ import annotations
 
@@ -10,16 +12,20 @@ import streamlit as st
 from dashboards import common
 from dashboards.data import item_values, load_samples
 from dashboards.lineage import sibling_groups
-from dashboards.shaping import PAIRED_COLUMNS, compare_table, paired_differences
+from dashboards.shaping import compare_table, metrics_of, paired_differences
+from harness.attribution import spec_of
 
 
 @st.cache_data(show_spinner="Pairing items…", max_entries=32)
-def paired(path: str, run_id: str, a: str, b: str, suites: tuple[str, ...], token: str) -> pd.DataFrame:
-    """Paired differences on every suite both siblings ran (cached until the store changes)."""
-    frames = [paired_differences(item_values(load_samples(path, run_id, a, s, token)),
-                                 item_values(load_samples(path, run_id, b, s, token))) for s in suites]
-    frames = [f for f in frames if not f.empty]  # a suite without readable samples: values only
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PAIRED_COLUMNS)
+def paired(path: str, run_id: str, a: str, b: str, suites: tuple[str, ...], only: tuple[str, ...],
+           alpha: float, token: str) -> pd.DataFrame:
+    """Paired differences on every suite both siblings ran, Holm and intervals over all of
+    them together (cached until the store changes). A suite without readable samples: values only."""
+    def values(stage: str) -> pd.DataFrame:
+        frames = [item_values(load_samples(path, run_id, stage, s, token)) for s in suites]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["item_id", "metric", "value"])
+
+    return paired_differences(values(a), values(b), alpha, only=only)
 
 
 def diff_chart(table: pd.DataFrame, title: str, a: str, b: str) -> alt.LayerChart:
@@ -63,20 +69,25 @@ if a == b:
 
 suites = tuple(sorted(set(data.metrics.loc[data.metrics["stage"] == a, "suite"])
                       & set(data.metrics.loc[data.metrics["stage"] == b, "suite"])))
-diffs = paired(ctx.path, ctx.run_id, a, b, suites, ctx.token)
-table = compare_table(data.metrics, parent, a, b, diffs)
+alpha = spec_of(data.run.get("config")).alpha
+diffs = paired(ctx.path, ctx.run_id, a, b, suites, tuple(metrics_of(data.metrics, [a, b])), alpha, ctx.token)
+table = compare_table(data.metrics, parent, a, b, diffs, alpha)
+level = float(diffs["ci_level"].iloc[0]) if not diffs.empty else 1 - alpha
 st.header(f"{a} vs {b} (both from {parent})")
 st.caption(f"{len(table)} metrics on {len(suites)} suite(s). “B − A” is the mean of per-item differences "
-           f"{b} − {a} on the items both answered, with a seeded bootstrap 95% CI over items; "
-           "metrics without per-item outcomes (correlations, medians) show values only.")
+           f"{b} − {a} on the items both answered. A sibling is called better (or higher) only where the paired "
+           f"test (exact McNemar / sign-flip) is significant after Holm over the {len(diffs)} paired comparisons "
+           f"of this table at α = {alpha}; the intervals are simultaneous at {100 * level:.6g}% (1 − α/{len(diffs)}), "
+           "the level of that decision. Metrics without per-item outcomes (correlations, medians) show values only.")
 
 heads = table[(table["family"] == "headline") & table["ci_low"].notna()]
 rates = heads.apply(is_rate, axis=1, stages=[parent, a, b]) if not heads.empty else pd.Series(dtype=bool)
 for part, title in ((heads[rates], "rates and accuracies"), (heads[~rates], "lengths and scores")):
     if not part.empty:
-        st.altair_chart(diff_chart(part, f"{b} − {a}: {title} (paired, 95% CI)", a, b), width="stretch")
+        st.altair_chart(diff_chart(part, f"{b} − {a}: {title} (paired, {100 * level:.6g}% simultaneous CI)", a, b),
+                        width="stretch")
 common.table(table.rename(columns={"diff": f"{b} − {a}", "ci_low": "ci low", "ci_high": "ci high",
-                                   "n": "paired items"}))
+                                   "p_adjusted": "p (Holm)", "n": "paired items"}))
 
 effects = data.effects
 if not effects.empty:
