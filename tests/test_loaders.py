@@ -111,16 +111,15 @@ def test_split_answers() -> None:
     assert split_answers(" a; b ;;a; c") == ["a", "b", "c"] and split_answers("") == []
 
 
-def test_suite_load_items_reads_csv(tmp_path: Path) -> None:
-    """The suites' own ``load_items`` route CSV here (hook: refusal/hallucination call load_suite_items)."""
-    path = write(tmp_path, XSTEST)
-    try:
-        items = SUITES.get("refusal").load_items(path)
-    except ItemsError as exc:
-        if "invalid JSON" in str(exc):
-            pytest.skip("refusal.load_items does not route CSV to suites.loaders yet")
-        raise
-    assert [i["label"] for i in items] == ["benign", "harmful", "benign"]
+@pytest.mark.parametrize(("suite", "text", "ids"), [
+    ("refusal", XSTEST, ["1", "2", "3"]), ("refusal", ADVBENCH, ["row1", "row2"]),
+    ("hallucination", TQA, ["q1-mc1", "q1-gen", "q2-mc1", "q2-gen"]), ("truthfulqa", TQA8, ["q1-mc", "q1-gen"])])
+def test_suite_load_items_reads_csv(tmp_path: Path, suite: str, text: str, ids: list[str]) -> None:
+    """The suites' own ``load_items`` route a ``.csv`` to ``suites.loaders`` (the same items as
+    ``load_suite_items``); a suite that reads it as JSONL again fails here ('invalid JSON')."""
+    path = write(tmp_path, text)
+    items = SUITES.get(suite).load_items(path)
+    assert [i["id"] for i in items] == ids and items == load(path, suite)
 
 
 # --------------------------------------------------------------------------- malformed files
