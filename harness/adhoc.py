@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.core import artifacts
 from harness.config import BackendSpec, SuiteSpec
+from harness.core import artifacts
 from harness.eval_runner import world_items
 from harness.evaluate import evaluate, store_result
 

@@ -190,16 +190,13 @@ def report(
     Example: harness report --store runs/default --markdown report.md
     """
     from harness.core.store import Store, StoreError
+    from harness.report import print_report, render_report
     from harness.summary import print_table, summary_table
 
     try:
         with Store(Store.resolve_path(store), readonly=True) as st:
             rid = st.require_run(run_id)
             print_table(summary_table(st, rid), f"Run {rid}: metric per checkpoint", console)
-            try:
-                from harness.report import print_report, render_report
-            except ImportError:
-                return
             print_report(st, rid, console)
             if markdown is not None:
                 markdown.write_text(render_report(st, rid), encoding="utf-8")
@@ -218,8 +215,8 @@ def export(
 
     Example: harness export --store runs/default --format lm-eval --out exported/
     """
-    from harness.export import export_lm_eval
     from harness.core.store import Store, StoreError
+    from harness.export import export_lm_eval
 
     if fmt != "lm-eval":
         _fail_usage(f"--format {fmt!r}: expected 'lm-eval'")
@@ -268,8 +265,8 @@ def dashboard(
 
     Example: harness dashboard --store runs/default --port 8501
     """
-    from harness.dashboard_server import launch
     from harness.core.store import Store, StoreError
+    from harness.dashboard_server import launch
 
     try:
         path = Store.resolve_path(store)

@@ -14,15 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.core.artifacts import canonical_json, read_manifest, sha256_text
-from harness.backends.base import cuda_available, decoding_key, open_backend, resolve_backend
+from harness.backends.base import open_backend, resolve_backend
 from harness.config import PipelineConfig, SuiteSpec
-from harness.evaluate import eval_key, evaluate, suite_sampling
+from harness.core.artifacts import canonical_json, read_manifest, sha256_text
 from harness.core.store import Store
+from harness.evaluate import REWARD_SUITES, EvalIdentity, eval_key, evaluate, identify
 from suites import SUITES
-from suites.items import items_hash, select
-
-REWARD_SUITES = frozenset({"verbosity"})  # suites that score responses with the run's reward model
+from suites.items import select
 
 
 def has_chat_template(ckpt_dir: Path) -> bool:
@@ -81,7 +79,6 @@ class Evaluator:
         self.cfg, self.store, self.run_id, self.card, self.say = cfg, store, run_id, world_card, say
         self.items_paths = world_items(world_dir)
         self.backend_name = resolve_backend(cfg.backend.name)
-        self.device = "cuda" if cuda_available() else "cpu"
         self.deferred: list[Target] = []
         self.computed = 0
 
@@ -94,26 +91,21 @@ class Evaluator:
             raise ValueError(f"suite {spec.name!r}: no `data:` file given and the world has no items for it")
         return self.items_paths[spec.name]
 
-    def key(self, target: Target, spec: SuiteSpec, reward: Target | None) -> tuple[str, dict[str, Any]]:
-        """(eval key, planned decoding) — everything that decides the numbers, known before generating."""
+    def key(self, target: Target, spec: SuiteSpec, reward: Target | None) -> tuple[str, EvalIdentity]:
+        """(eval key, identity): everything that decides the numbers, known before generating
+        (:func:`harness.evaluate.identify`, the builder `harness eval` uses too)."""
         suite = SUITES.get(spec.name)
         items = select(suite.load_items(self._items_path(spec)), spec.max_items)
-        sampling = suite_sampling(self.cfg.backend.decoding, spec)
-        decoding = decoding_key(self.backend_name, sampling, self.cfg.backend.dtype, {"device": self.device})
-        judge = spec.judge.model_dump(mode="json")
         reward_hash = reward.content_hash if (reward is not None and spec.name in REWARD_SUITES) else None
-        options = {"options": spec.options, "samples_per_item": spec.samples_per_item}
-        key = eval_key(target.content_hash, spec.name, str(suite.version), items_hash(items), judge,
-                       self.backend_name, decoding, reward_hash, options)
-        return key, {"decoding": decoding, "items_hash": items_hash(items), "reward_hash": reward_hash,
-                     "version": str(suite.version)}
+        ident = identify(spec, items, self.cfg.backend, reward_hash)
+        return eval_key(target.content_hash, ident.fields), ident
 
     # ------------------------------------------------------------------ running
 
     def evaluate(self, plan: EvalPlan) -> None:
         target = plan.target
         chat_template = has_chat_template(target.path)
-        todo: list[tuple[SuiteSpec, str, dict[str, Any]]] = []
+        todo: list[tuple[SuiteSpec, str, EvalIdentity]] = []
         for spec in self.cfg.suites:
             suite = SUITES.get(spec.name)
             if not suite.applies_to(target.kind, chat_template):
@@ -133,20 +125,21 @@ class Evaluator:
         backend = open_backend(target.path, self.cfg.backend, self.cfg.model.trust_remote_code)
         try:
             for spec, key, info in todo:
+                reward_path = plan.reward.path if plan.reward is not None and info.fields["reward"] else None
                 (result,) = evaluate(
-                    target.path, target.kind, [spec], backend, self.items_paths, self.card,
-                    plan.reward.path if plan.reward is not None and info["reward_hash"] else None,
+                    target.path, target.kind, [spec], backend, self.items_paths, self.card, reward_path,
                     decoding=self.cfg.backend.decoding, trust_remote_code=self.cfg.model.trust_remote_code,
+                    backend_spec=self.cfg.backend,
                 )
                 self.store.begin_evaluation(
-                    key, self.run_id, target.stage, spec.name, info["version"], info["items_hash"],
-                    self.backend_name, info["decoding"], info["reward_hash"],
+                    key, self.run_id, target.stage, spec.label, info.version, info.items_hash,
+                    self.backend_name, info.decoding, info.fields["reward"],
                 )
                 self.store.write_evaluation(key, result.store_metrics(), result.store_samples())
                 self.computed += 1
         finally:
             backend.close()
-        names = ", ".join(spec.name for spec, _, _ in todo)
+        names = ", ".join(spec.label for spec, _, _ in todo)
         self.say(f"  evaluated {target.stage}: {names} in {time.perf_counter() - start:.0f}s")
 
     def flush_deferred(self, reward: Any) -> None:

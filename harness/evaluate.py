@@ -18,18 +18,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.core.artifacts import canonical_json, sha256_text
-from harness.backends.base import Backend, Sampling, decoding_key, open_backend
+from harness.backends import BACKENDS
+from harness.backends.base import (
+    Backend,
+    Sampling,
+    cuda_available,
+    decoding_key,
+    open_backend,
+    resolve_backend,
+)
 from harness.config import BackendSpec, DecodingSpec, SuiteSpec
+from harness.core.artifacts import canonical_json, sha256_text
+from harness.core.fingerprint import EVAL_LIBRARIES, code_fingerprint
 from suites import SUITES
 from suites.items import items_hash, select
-from suites.judges import Judge, RulesJudge, make_judge
+from suites.judges import Judge, RulesJudge, judge_identity, make_judge
 from suites.suite import Sample, SuiteContext, SuiteResult, is_chat_checkpoint
 
 log = logging.getLogger(__name__)
+REWARD_SUITES = frozenset({"verbosity"})  # suites that score responses with the run's reward model
 
 
 def suite_sampling(decoding: DecodingSpec, spec: SuiteSpec) -> Sampling:
@@ -63,16 +74,23 @@ def evaluate(
     *,
     decoding: DecodingSpec | None = None,
     trust_remote_code: bool = False,
+    backend_spec: BackendSpec | None = None,
 ) -> list[SuiteResult]:
     """Results of every suite in ``suites`` that applies to a ``kind`` checkpoint (others are skipped).
 
     ``backend``: an open backend (left open), or a ``BackendSpec`` / None to open one here (closed
     at the end). ``decoding``: defaults to the spec's decoding (or ``DecodingSpec()``). ``reward``:
     a reward checkpoint folder (or a ``RewardScorer``) for the verbosity suite's reward metrics.
+    ``backend_spec``: what an open ``backend`` was opened from (it identifies the results; default: the
+    backend's name with ``decoding``).
     """
     spec_given = isinstance(backend, BackendSpec) or backend is None
-    backend_spec = backend if isinstance(backend, BackendSpec) else BackendSpec()
+    if isinstance(backend, BackendSpec):
+        backend_spec = backend
+    elif backend_spec is None:
+        backend_spec = BackendSpec(name=backend.name if backend is not None else "auto")
     decoding = decoding or backend_spec.decoding
+    backend_spec = backend_spec.model_copy(update={"decoding": decoding})
     runner: Backend = open_backend(ckpt_dir, backend_spec, trust_remote_code) if spec_given else backend  # type: ignore[assignment]
     judges: dict[str, Judge] = {}  # one judge per distinct judge spec, closed at the end
     try:
@@ -94,9 +112,11 @@ def evaluate(
                                world_card=world_card)
             log.info("suite %s: %d items on %s (%s)", spec.name, len(items), ckpt_dir, runner.name)
             result = suite.run(runner, items, spec, ctx)
-            result.items_hash = items_hash(items)
-            result.decoding = decoding_key(runner.name, sampling, runner.dtype_name)
-            result.judge = judge.key() if suite.uses_judge else {}
+            reward_hash = result.reward_hash if spec.name in REWARD_SUITES else None
+            ident = identify(spec, items, backend_spec, reward_hash)
+            result.relabel(spec.label)
+            result.items_hash, result.decoding, result.version = ident.items_hash, ident.decoding, ident.version
+            result.judge, result.identity = ident.fields["judge"], ident.fields
             results.append(result)
         return results
     finally:
@@ -123,41 +143,61 @@ def _reward_scorer(reward: Path | str | Any | None, suites: Sequence[SuiteSpec])
     return RewardScorer(Path(reward))
 
 
-def eval_key(
-    checkpoint_hash: str,
-    suite_name: str,
-    suite_version: str,
-    items_hash: str,
-    judge: Mapping[str, Any],
-    backend: str,
-    decoding: Mapping[str, Any],
-    reward_hash: str | None,
-    options: Mapping[str, Any] | None = None,
-) -> str:
-    """The identity of one evaluation: sha256 of the canonical JSON of everything that decides its numbers
-    (``options``: the suite's own options and samples per item, when the caller has them)."""
-    key = {
-        "checkpoint": checkpoint_hash, "suite": suite_name, "suite_version": str(suite_version),
-        "items": items_hash, "judge": dict(judge), "backend": backend, "decoding": dict(decoding),
-        "reward": reward_hash,
+@dataclass(frozen=True)
+class EvalIdentity:
+    """Everything that decides an evaluation's numbers, known before anything is generated."""
+
+    fields: dict[str, Any]  # all of it, without the checkpoint (see :func:`eval_key`)
+    version: str  # the suite's version + its code fingerprint, as stored
+    items_hash: str
+    decoding: dict[str, Any]
+
+
+def planned_decoding(backend: BackendSpec, sampling: Sampling) -> dict[str, Any]:
+    """The decoding key of a suite run through the backend ``backend`` describes (resolved name, the
+    configured dtype, batch size, device): the same whether the runner or `harness eval` asks."""
+    name = resolve_backend(backend.name)
+    return decoding_key(name, sampling, backend.dtype, {"device": "cuda" if cuda_available() else "cpu"},
+                        batch_size=backend.decoding.batch_size)
+
+
+def identify(spec: SuiteSpec, items: Sequence[Mapping[str, Any]], backend: BackendSpec,
+             reward_hash: str | None) -> EvalIdentity:
+    """The one builder of an evaluation's identity (pipeline and `harness eval` both use it): suite and
+    the label it is stored under, version + fingerprint of the suite's and backend's code and of the
+    evaluation libraries, items, judge (rules source or judge model hash), decoding, reward model,
+    options."""
+    suite = SUITES.get(spec.name)
+    decoding = planned_decoding(backend, suite_sampling(backend.decoding, spec))
+    code = code_fingerprint([SUITES.module_of(spec.name), BACKENDS.module_of(decoding["backend"])], EVAL_LIBRARIES)
+    version = f"{suite.version}+{code[:12]}"
+    fields = {
+        "suite": spec.name, "label": spec.label, "suite_version": version, "items": items_hash(items),
+        "judge": judge_identity(spec.judge) if suite.uses_judge else {}, "decoding": decoding,
+        "reward": reward_hash, "options": {"options": spec.options, "samples_per_item": spec.samples_per_item},
     }
-    if options:
-        key["options"] = dict(options)
-    return sha256_text(canonical_json(key))
+    return EvalIdentity(fields, version, fields["items"], decoding)
+
+
+def eval_key(checkpoint_hash: str, fields: Mapping[str, Any]) -> str:
+    """The key of one evaluation: sha256 of the checkpoint's content hash and :func:`identify`'s fields."""
+    return sha256_text(canonical_json({"checkpoint": checkpoint_hash, **fields}))
 
 
 def result_key(checkpoint_hash: str, result: SuiteResult) -> str:
     """:func:`eval_key` of a result returned by :func:`evaluate`."""
-    return eval_key(checkpoint_hash, result.suite, result.version, result.items_hash, result.judge,
-                    str(result.decoding.get("backend")), result.decoding, result.reward_hash)
+    return eval_key(checkpoint_hash, result.identity)
 
 
 def store_result(store: Any, run_id: str, stage: str, checkpoint_hash: str, result: SuiteResult) -> str:
     """Write one result into a results store (``harness.core.store.Store``); returns its eval key.
     An evaluation already complete under the same key is linked to the run, not rewritten."""
+    if not result.identity:
+        raise ValueError(f"{result.suite}: the result carries no identity; store results that "
+                         "harness.evaluate.evaluate returned (or set identity from identify())")
     key = result_key(checkpoint_hash, result)
     done = store.begin_evaluation(key, run_id, stage, result.suite, result.version, result.items_hash,
-                                  str(result.decoding.get("backend")), result.decoding, result.reward_hash)
+                                  str(result.decoding.get("backend")), result.decoding, result.identity["reward"])
     if not done:
         store.write_evaluation(key, result.store_metrics(), result.store_samples())
     return key

@@ -27,11 +27,19 @@ from typing import Any
 
 from rich.console import Console
 
+from harness.config import (
+    INIT,
+    PipelineConfig,
+    StageSpec,
+    dump,
+    stage_config,
+    topological_order,
+    world_config,
+)
 from harness.core import artifacts
 from harness.core.artifacts import Layout
-from harness.config import INIT, PipelineConfig, StageSpec, dump, stage_config, topological_order, world_config
-from harness.eval_runner import EvalPlan, Evaluator
 from harness.core.store import Store
+from harness.eval_runner import EvalPlan, Evaluator
 
 
 @dataclass
@@ -122,20 +130,21 @@ class Pipeline:
 
     # ------------------------------------------------------------------ training
 
-    def _train(self, kind: str, name: str, config: Any, inputs: Any) -> Checkpoint:
+    def _train(self, kind: str, name: str, config: Any, inputs: Any, lineage: dict[str, str]) -> Checkpoint:
+        """Train (or find cached) one stage. ``lineage``: role -> stage name *in this config*: a
+        checkpoint reused from the cache may have been trained under other stage names."""
         from training.runtime import execute
 
         progress = _progress_callback(self.say, name)
         start = time.perf_counter()
         result = execute(kind, name, config, inputs, self.layout, callbacks=[progress] if progress else None)
-        refs = result.manifest.inputs
         ckpt = Checkpoint(
             stage=name,
             kind=kind,
             path=result.path,
             content_hash=result.manifest.content_hash,
-            parent=refs["parent"].stage if "parent" in refs and refs["parent"].stage != "external" else None,
-            inputs={role: ref.stage for role, ref in refs.items()},
+            parent=lineage.get("parent"),
+            inputs=lineage,
             skipped=result.skipped,
             wall_s=time.perf_counter() - start,
         )
@@ -158,7 +167,7 @@ class Pipeline:
         else:
             raise ValueError("model.fresh needs a tokenizer: configure `world:` or give `model.path`")
         inputs = StageInputs(parent=source, data=None, seed=self.cfg.seed, trust_remote_code=model.trust_remote_code)
-        return self._train("init", INIT, model, inputs)
+        return self._train("init", INIT, model, inputs, {})
 
     def _stage(self, spec: StageSpec, world_dir: Path | None) -> Checkpoint:
         from training import StageInputs
@@ -170,7 +179,8 @@ class Pipeline:
             seed=self.cfg.seed,
             trust_remote_code=self.cfg.model.trust_remote_code,
         )
-        return self._train(spec.kind, spec.name, stage_config(spec), inputs)
+        lineage = {"parent": spec.from_, **({"reward": spec.reward} if spec.reward else {})}
+        return self._train(spec.kind, spec.name, stage_config(spec), inputs, lineage)
 
     def _record(self, store: Store, run_id: str, ckpt: Checkpoint, status: str = "complete") -> None:
         manifest = artifacts.read_manifest(ckpt.path)
@@ -222,8 +232,15 @@ class Pipeline:
                                             str(path), "failed", metrics={"error": getattr(manifest, "error", None)})
                 store.finish_run(run_id, "failed")
                 self.say(f"[red]run {run_id} failed at stage {failed!r}[/]" + (f" ({path})" if path else ""))
+                self._effects_after_failure(store, run_id)
                 raise
-            self._after_run(store, run_id)
+            try:
+                self._after_run(store, run_id)
+            except BaseException:
+                store.finish_run(run_id, "failed")
+                store.replace_effects(run_id, [])
+                self.say(f"[red]run {run_id} failed: the stage attribution could not be computed[/]")
+                raise
             store.finish_run(run_id, "complete")
             summary_path = self.layout.summary_path(run_id)
             from harness.summary import write_summary
@@ -266,12 +283,21 @@ class Pipeline:
         raise KeyError(stage_name)
 
     def _after_run(self, store: Store, run_id: str) -> None:
-        """Stage attribution, computed once per run and stored (report, gate, dashboard read it)."""
-        try:
-            from harness.report import compute_and_store_effects
-        except ImportError:  # attribution not installed in this build
-            return
+        """Stage attribution, computed from the evaluations linked to the run and stored (report, gate
+        and dashboard read it). Called after a failed run too: a rerun has already replaced links, and
+        effects from before it would describe evaluations the run no longer shows."""
+        from harness.report import compute_and_store_effects
+
         compute_and_store_effects(store, run_id, self.cfg.attribution)
+
+    def _effects_after_failure(self, store: Store, run_id: str) -> None:
+        """After a failure: effects of what is evaluated now, or none (never the previous run's)."""
+        try:
+            self._after_run(store, run_id)
+        except Exception as exc:  # the run's own failure is what is raised; no stale effects stay
+            store.replace_effects(run_id, [])
+            self.say(f"[red]attribution of the partial run failed too ({type(exc).__name__}: {exc}); "
+                     "its effects are cleared[/]")
 
 
 def _progress_callback(say: Callable[[str], None], stage: str) -> Any:

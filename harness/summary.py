@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.core.artifacts import write_text_atomic
 from harness.config import INIT
+from harness.core.artifacts import write_text_atomic
 from harness.core.store import Store
 
 

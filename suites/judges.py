@@ -16,7 +16,8 @@ the normalised response. An empty gold list matches nothing (unanswerable questi
 labels each response with one word using :data:`JUDGE_TEMPLATE`; correctness stays rule-based.
 A label it does not produce cleanly falls back to the rules (counted in ``fallbacks``).
 
-Change any list or rule -> bump :data:`RULES_VERSION` (part of every result's identity).
+Every result judged by the rules is keyed by this file's source (:func:`judge_identity`), so a changed
+list or rule re-keys it; bump :data:`RULES_VERSION` too, as the human-readable marker.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.core.artifacts import sha256_text
 from harness.backends.base import Backend, Prompt, Sampling
+from harness.core.artifacts import sha256_text
+from harness.core.fingerprint import code_fingerprint
 
 RULES_VERSION = "1"
 
@@ -206,6 +208,23 @@ class LLMJudge:
         return result
 
 
+def judge_identity(spec: Any) -> dict[str, Any]:
+    """What identifies the judge a :class:`harness.core.spec.JudgeSpec` asks for, without opening it: the
+    rules' source (a changed phrase list re-keys every result judged by it), and for an LLM judge its
+    model's content hash (not its path) and its prompt template."""
+    rules = {"kind": "rules", "version": RULES_VERSION, "code": code_fingerprint(["suites.judges"])[:16]}
+    if spec is None or spec.kind == "rules":
+        return rules
+    return {"kind": "llm", "model": _model_hash(Path(spec.model)) if spec.model else None,
+            "template": sha256_text(JUDGE_TEMPLATE)[:16], "fallback": rules}
+
+
+def _model_hash(path: Path) -> str:
+    from harness.core.artifacts import MANIFEST, fingerprint_paths, read_manifest
+
+    return read_manifest(path).content_hash if (path / MANIFEST).is_file() else fingerprint_paths([path])
+
+
 def make_judge(spec: Any, open_backend: Any = None) -> Judge:
     """The judge a :class:`harness.core.spec.JudgeSpec` asks for. ``open_backend(path) -> Backend`` opens
     the judge model for ``kind: llm``."""
@@ -215,8 +234,5 @@ def make_judge(spec: Any, open_backend: Any = None) -> Judge:
         raise ValueError("judge.kind 'llm' needs judge.model: the judge checkpoint folder")
     if open_backend is None:
         raise ValueError("an LLM judge needs a way to open its backend")
-    from harness.core.artifacts import MANIFEST, fingerprint_paths, read_manifest
-
     path = Path(spec.model)
-    model_hash = read_manifest(path).content_hash if (path / MANIFEST).is_file() else fingerprint_paths([path])
-    return LLMJudge(open_backend(path), model_hash)
+    return LLMJudge(open_backend(path), _model_hash(path))

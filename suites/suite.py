@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from harness.core import stats
 from harness.backends.base import Backend, Completion, Prompt, Sampling
+from harness.core import stats
 
 Family = Literal["headline", "breakdown"]
 OutcomeKind = Literal["binary", "continuous"]
@@ -121,6 +121,18 @@ class SuiteResult:
     judge: dict[str, Any] = field(default_factory=dict)
     reward_hash: str | None = None
     notes: list[str] = field(default_factory=list)  # e.g. a metric left out and why
+    identity: dict[str, Any] = field(default_factory=dict)  # harness.evaluate.identify(...).fields
+
+    def relabel(self, label: str) -> None:
+        """Store under ``label`` (a config entry's alias): ``suite.metric`` names and outcome keys become
+        ``label.metric``, so two entries of one suite never collide."""
+        if label == self.suite:
+            return
+        old, new = f"{self.suite}.", f"{label}."
+        swap = lambda key: new + key[len(old):] if key.startswith(old) else key  # noqa: E731
+        self.metrics = [replace(m, name=swap(m.name)) for m in self.metrics]
+        self.samples = [replace(s, outcome={swap(k): v for k, v in s.outcome.items()}) for s in self.samples]
+        self.suite = label
 
     def metric(self, name: str) -> Metric:
         for m in self.metrics:

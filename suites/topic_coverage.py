@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.core import stats
 from harness.backends.base import Backend
+from harness.core import stats
 from suites.items import Item, check_choice, check_cloze, item_hash, load_items, require
 from suites.suite import (
     NON_LM_KINDS,

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.core import stats
 from harness.backends.base import Backend, Prompt
+from harness.core import stats
 from suites.items import Item, check_choice, item_hash, load_items, require
 from suites.judges import normalize
 from suites.suite import (

@@ -19,15 +19,13 @@ import pytest
 import yaml
 from _evalkit import make_checkpoint
 
-from harness.backends.base import Sampling, decoding_key
 from harness.backends.hf import HFBackend
-from harness.config import SuiteSpec
-from harness.evaluate import evaluate, store_result
+from harness.config import BackendSpec, SuiteSpec
 from harness.core.store import Store
+from harness.evaluate import evaluate, identify, store_result
 from harness.world import WORLD_FILES, generate, preset
 from suites import SUITES
 from suites.capabilities import SUITE, CapabilityTaskError, run_lm_eval
-from suites.items import items_hash
 from suites.lm_eval_tasks import GROUP, task_name, write_tasks, write_world_tasks
 from suites.suite import SuiteResult
 
@@ -171,8 +169,9 @@ def test_export_has_the_keys_of_lm_evals_own_results_file(env: dict, tmp_path: P
     theirs = json.loads(written.read_text())
 
     metrics, harness_samples, notes = SUITE.normalise({**raw, "samples": samples}, [GROUP], env["items"])
-    result = SuiteResult("capabilities", SUITE.version, metrics, harness_samples, items_hash=items_hash(env["items"]),
-                         decoding=decoding_key("hf", Sampling(), env["backend"].dtype_name), notes=notes)
+    ident = identify(SuiteSpec(name="capabilities"), env["items"], BackendSpec(name="hf"), None)
+    result = SuiteResult("capabilities", ident.version, metrics, harness_samples, items_hash=ident.items_hash,
+                         decoding=ident.decoding, notes=notes, identity=ident.fields)
     store = Store(tmp_path / "results.sqlite")
     run_id = store.create_run("export", {})
     store.upsert_checkpoint(run_id, "pretrain", "pretrain", None, "ckpt-hash", env["ckpt"], "complete")

@@ -13,10 +13,10 @@ from pathlib import Path
 from conftest import smoke_overrides
 from rich.console import Console
 
-from harness.core.artifacts import is_complete, read_manifest
 from harness.config import load_config
-from harness.pipeline import Pipeline
+from harness.core.artifacts import is_complete, read_manifest
 from harness.core.store import Store
+from harness.pipeline import Pipeline
 
 QUIET = Console(quiet=True)
 

@@ -484,8 +484,8 @@ def heldout_reward(policy_dir: Path, reward_dir: Path, prompts: list[list[dict]]
 def test_ppo_on_the_smoke_world_raises_heldout_reward(tmp_path, monkeypatch) -> None:
     """The smoke config's chain (pretrain -> sft -> reward) then its ppo stage: greedy answers to the
     world's evaluation prompts (never trained on) score higher under the reward model than the SFT parent's."""
-    from harness.core.artifacts import Layout
     from harness.config import load_config, stage_config
+    from harness.core.artifacts import Layout
     from harness.pipeline import ensure_world, stage_data
     from harness.world import WORLD_FILES
     from training.runtime import execute

@@ -13,9 +13,9 @@ from _evalkit import VERBOSITY, make_checkpoint, make_reward_checkpoint, write_j
 
 from harness.backends.hf import HFBackend
 from harness.config import DecodingSpec, SuiteSpec
-from harness.evaluate import evaluate, rescore_verbosity, store_result
 from harness.core.reward import RewardScorer
 from harness.core.store import Store
+from harness.evaluate import evaluate, rescore_verbosity, store_result
 
 REWARD_METRICS = {"verbosity.reward_mean", "verbosity.reward_length_corr", "verbosity.length_controlled_reward"}
 

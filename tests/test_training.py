@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fixtures_training import PLAIN_TEMPLATE, fixed_files, world_files  # noqa: E402
 
+from harness.config import FreshModel, ModelSpec, load_config, stage_config, world_config  # noqa: E402
 from harness.core import artifacts  # noqa: E402
 from harness.core.artifacts import Layout  # noqa: E402
-from harness.config import FreshModel, ModelSpec, load_config, stage_config, world_config  # noqa: E402
 from training import STAGES  # noqa: E402
 from training.stage import StageInputs  # noqa: E402
 

@@ -5,9 +5,11 @@ The pipeline (or ``harness train``) calls, per stage::
     path, manifest, skipped = execute("dpo", "dpo", config, StageInputs(parent=sft_dir, data=prefs), layout)
 
 ``execute`` hashes the stage (``artifacts.content_hash`` over kind + seed + config, every input
-checkpoint's content hash, the data fingerprint, ``StageDef.version``); a *complete* checkpoint
-with that hash means ``skipped=True`` and no training. Otherwise it trains into
-``layout.checkpoint_dir(stage_name, hash)``: ``started`` manifest, the stage's ``run`` (resuming
+checkpoint's content hash, the data fingerprint, ``StageDef.version`` and a fingerprint of the code
+the stage runs and of the training libraries, :func:`stage_code_version`); a *complete* checkpoint
+with that hash means ``skipped=True`` and no training. Otherwise, holding a lock on the folder
+(two runs sharing an output_dir train it once), it trains into
+``layout.checkpoint_dir(kind, hash)``: ``started`` manifest, the stage's ``run`` (resuming
 from the newest trainer checkpoint in the state dir), metrics + loss curve into the manifest,
 completion marker last; an exception marks it ``failed`` and raises :class:`StageFailed`.
 Inputs must be complete checkpoints, except the ``init`` stage's parent: an external folder
@@ -29,6 +31,7 @@ import resource
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness.core import artifacts
 from harness.core.artifacts import InputRef, Layout, Manifest
+from harness.core.fingerprint import TRAINING_LIBRARIES, code_fingerprint
 from harness.core.spec import INIT
 from training.stage import StageInputs
 
@@ -69,6 +73,7 @@ class StageIdentity(NamedTuple):
     inputs: dict[str, InputRef]
     data_fingerprint: str
     config: dict[str, Any]
+    code_version: str
 
 
 class TrainOptions(BaseModel):
@@ -113,17 +118,24 @@ def _input_refs(kind: str, inputs: StageInputs) -> dict[str, InputRef]:
 
 def stage_identity(kind: str, stage_name: str, config: BaseModel, inputs: StageInputs, layout: Layout) -> StageIdentity:
     """The content hash and checkpoint directory this stage would produce (reads input manifests only)."""
-    from training import STAGES
-
-    stage = STAGES.get(kind)
     refs = _input_refs(kind, inputs)
     if inputs.data is not None and not Path(inputs.data).exists():
         raise FileNotFoundError(f"{inputs.data}: training data for stage {stage_name!r} does not exist")
     data_fp = artifacts.fingerprint_paths([inputs.data]) if inputs.data is not None else ""
     dumped = config.model_dump(mode="json")
     keyed = {"kind": kind, "seed": inputs.seed, "options": {k: v for k, v in dumped.items() if k not in NOT_HASHED}}
-    digest = artifacts.content_hash(keyed, {r: ref.content_hash for r, ref in refs.items()}, data_fp, stage.version)
-    return StageIdentity(digest, layout.checkpoint_dir(stage_name, digest), refs, data_fp, dumped)
+    code = stage_code_version(kind)
+    digest = artifacts.content_hash(keyed, {r: ref.content_hash for r, ref in refs.items()}, data_fp, code)
+    # content-addressed by kind, not name: renaming a stage in a config reuses its checkpoint
+    return StageIdentity(digest, layout.checkpoint_dir(kind, digest), refs, data_fp, dumped, code)
+
+
+def stage_code_version(kind: str) -> str:
+    """``StageDef.version`` + a fingerprint of the stage module's source and every project module it
+    imports (runtime, PPO core, reward scorer ...) + the training libraries' versions."""
+    from training import STAGES
+
+    return f"{STAGES.get(kind).version}+{code_fingerprint([STAGES.module_of(kind)], TRAINING_LIBRARIES)[:16]}"
 
 
 def execute(
@@ -143,14 +155,25 @@ def execute(
     if not isinstance(config, stage.Config):
         config = stage.Config.model_validate(config if isinstance(config, dict) else config.model_dump())
     ident = stage_identity(kind, stage_name, config, inputs, layout)
-    out = ident.path
-    if artifacts.is_complete(out, ident.content_hash):
-        return StageResult(out, artifacts.read_manifest(out), True)
+    if artifacts.is_complete(ident.path, ident.content_hash):
+        return StageResult(ident.path, artifacts.read_manifest(ident.path), True)
+    # Two runs sharing an output_dir: the second waits here, then finds the checkpoint complete.
+    # Only rank 0 locks under `accelerate launch` (the other ranks follow it through the barriers).
+    with artifacts.exclusive(ident.path) if is_main_process() else nullcontext():
+        if artifacts.is_complete(ident.path, ident.content_hash):
+            return StageResult(ident.path, artifacts.read_manifest(ident.path), True)
+        return _train(kind, stage_name, config, inputs, layout, ident, callbacks)
 
+
+def _train(kind: str, stage_name: str, config: BaseModel, inputs: StageInputs, layout: Layout,
+           ident: StageIdentity, callbacks: list[Any] | None) -> StageResult:
+    from training import STAGES
+
+    stage, out = STAGES.get(kind), ident.path
     main = is_main_process()
     manifest = Manifest(
         stage=stage_name, kind=kind, content_hash=ident.content_hash, inputs=ident.inputs, config=ident.config,
-        data_fingerprint=ident.data_fingerprint, code_version=stage.version,
+        data_fingerprint=ident.data_fingerprint, code_version=ident.code_version,
         package_version=artifacts.package_version(), git_revision=artifacts.git_revision(),
     )
     state_dir = layout.trainer_state_dir(out)

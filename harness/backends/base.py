@@ -181,17 +181,20 @@ def resolve_backend(name: str) -> str:
 
 
 def decoding_key(
-    backend: str, sampling: Sampling, dtype: str = "auto", extra: dict[str, Any] | None = None
+    backend: str, sampling: Sampling, dtype: str = "auto", extra: dict[str, Any] | None = None,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """The canonical description of how responses were produced, stored with every result.
 
-    Contains the (resolved) backend name, its dtype and every setting that changes outputs;
-    batch size and thread count are left out: they change speed, not what is measured.
-    ``extra`` adds backend-specific settings that do change outputs.
+    Contains the (resolved) backend name, its dtype, the batch size (sampling draws per batch, and
+    padding changes greedy logits in the last bits) and every setting that changes outputs; the
+    thread count is left out (speed only). ``extra`` adds backend-specific settings that change outputs.
     """
     if backend == "auto":
         raise ValueError("decoding_key needs the resolved backend name; call resolve_backend first")
     key: dict[str, Any] = {"backend": backend, "dtype": dtype, **asdict(sampling)}
+    if batch_size is not None:
+        key["batch_size"] = batch_size
     if sampling.greedy:  # top_p and seed do not change greedy outputs
         key["top_p"], key["seed"] = 1.0, 0
     return {**key, **(extra or {})}

@@ -10,12 +10,15 @@ marker is written last, after the manifest says ``complete``.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -120,6 +123,21 @@ class Manifest(BaseModel):
     finished_at: float | None = None
     metrics: dict[str, Any] = Field(default_factory=dict, description="Training metrics (final loss, tokens/s, ...).")
     log_history: list[dict[str, Any]] = Field(default_factory=list, description="Per-step training logs.")
+
+
+@contextmanager
+def exclusive(ckpt_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a checkpoint folder (``.locks/<name>.lock`` beside it) across
+    processes: two runs sharing an output_dir never train the same checkpoint at once. The
+    lock is the kernel's (``flock``), so a killed holder releases it."""
+    lock = ckpt_dir.parent / ".locks" / f"{ckpt_dir.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_manifest(ckpt_dir: Path, manifest: Manifest) -> None:

@@ -28,6 +28,7 @@ class Registry(Generic[T]):
     def __init__(self, what: str, entries: dict[str, str | T] | None = None) -> None:
         self.what = what
         self._entries: dict[str, str | T] = {}
+        self._modules: dict[str, str] = {}
         for name, entry in (entries or {}).items():
             self.register(name, entry)
 
@@ -38,6 +39,13 @@ class Registry(Generic[T]):
         if isinstance(entry, str) and ":" not in entry:
             raise ValueError(f"lazy {self.what} entry for {name!r} must look like 'module:attr', got {entry!r}")
         self._entries[name] = entry
+        self._modules[name] = entry.split(":", 1)[0] if isinstance(entry, str) else getattr(entry, "__module__", "")
+
+    def module_of(self, name: str) -> str:
+        """The module that defines ``name`` (without importing it): what its code fingerprint starts from."""
+        if name not in self._entries:
+            raise RegistryError(self.unknown_message(name))
+        return self._modules[name]
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -108,12 +108,22 @@ class JudgeSpec(Strict):
 
 class SuiteSpec(Strict):
     name: str = Field(description="Registered suite name: hallucination, refusal, verbosity, topic_coverage, ...")
+    alias: str | None = Field(
+        None, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$",
+        description="Name this entry's results are stored under (metrics read `alias.metric`); needed when one "
+                    "suite is listed twice, e.g. `refusal` on the world's items and on XSTest (alias: xstest).",
+    )
     data: str | None = Field(None, description="Items file (JSONL/CSV); default: the world's items for this suite.")
     max_items: int | None = Field(None, ge=1, description="Evaluate only the first N items (after a stable order).")
     samples_per_item: int = Field(1, ge=1, description="Generations per item; >1 needs temperature > 0 and reports consistency.")
     temperature: float | None = Field(None, ge=0, description="Overrides the backend's decoding temperature for this suite.")
     judge: JudgeSpec = Field(default_factory=JudgeSpec, description="Who decides refusal / abstention / correctness.")
     options: dict[str, Any] = Field(default_factory=dict, description="Suite-specific options (see the suite's docs).")
+
+    @property
+    def label(self) -> str:
+        """What results are stored under: the alias, else the suite name."""
+        return self.alias or self.name
 
 
 class DecodingSpec(Strict):
@@ -313,6 +323,12 @@ def graph_errors(cfg: PipelineConfig) -> list[tuple[str, str]]:
             errors.append((f"{at}.from", f"unknown parent {spec.from_!r}; expected {INIT!r} or one of {names}"))
         if spec.reward is not None and spec.reward not in names:
             errors.append((f"{at}.reward", f"unknown reward stage {spec.reward!r}; expected one of {names}"))
+    labels: dict[str, int] = {}
+    for i, suite in enumerate(cfg.suites):
+        if suite.label in labels:
+            errors.append((f"suites[{i}].alias", f"suite {suite.label!r} is already listed at suites[{labels[suite.label]}]; "
+                           "give each entry of one suite a distinct `alias` (e.g. alias: xstest)"))
+        labels.setdefault(suite.label, i)
     return errors + _cycle_errors(cfg)
 
 

@@ -31,7 +31,13 @@ import pandas as pd
 
 from harness.core import store_schema as sch
 from harness.core.artifacts import STORE_FILENAME
-from harness.core.store_schema import SCHEMA_VERSION, ReadOnlyStoreError, StoreError, StoreNotFoundError, dumps
+from harness.core.store_schema import (
+    SCHEMA_VERSION,
+    ReadOnlyStoreError,
+    StoreError,
+    StoreNotFoundError,
+    dumps,
+)
 
 __all__ = [
     "SCHEMA_VERSION", "STORE_FILENAME", "ReadOnlyStoreError", "Store", "StoreError",
@@ -168,12 +174,18 @@ class Store:
                           metrics: Mapping[str, Any] | None = None,
                           inputs: Mapping[str, Any] | None = None) -> None:
         """Insert or update the checkpoint of `stage` in a run; `inputs` maps each role
-        (parent, reward, judge) to the stage or hash it read; `metrics` are training metrics."""
+        (parent, reward, judge) to the stage or hash it read; `metrics` are training metrics.
+        A stage whose checkpoint changes (another content hash: retrained, or failed) loses its
+        evaluation links: they describe the old checkpoint, and the run shows only the new one's."""
         if status not in CHECKPOINT_STATUSES:
             raise StoreError(f"checkpoint status must be one of {CHECKPOINT_STATUSES}, got {status!r}")
         now = sch.now_iso()
         with self._write() as conn:
             self._require(conn, "runs", "run_id", run_id)
+            old = conn.execute("SELECT content_hash FROM checkpoints WHERE run_id = ? AND stage = ?",
+                               (run_id, stage)).fetchone()
+            if old is not None and old[0] != content_hash:
+                conn.execute("DELETE FROM run_evaluations WHERE run_id = ? AND stage = ?", (run_id, stage))
             conn.execute(
                 """INSERT INTO checkpoints(run_id, stage, kind, parent_stage, inputs_json, content_hash,
                 path, status, metrics_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
