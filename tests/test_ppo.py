@@ -142,12 +142,12 @@ def target_probability(model_dir: Path, prompts_file: Path) -> float:
     """Mean probability of emitting TARGET as the first response token, over the prompts."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from training.ppo import encode_prompt, load_prompts
+    from training.ppo import load_prompts, prompt_ids
     from training.ppo_models import left_pad, position_ids_of
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    ids, mask = left_pad([encode_prompt(tok, p) for p in load_prompts(prompts_file)], tok.pad_token_id, "cpu")
+    ids, mask = left_pad([prompt_ids(tok, p) for p in load_prompts(prompts_file)], tok.pad_token_id, "cpu")
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_of(mask)).logits[:, -1]
     return logits.softmax(-1)[:, tok.convert_tokens_to_ids(TARGET)].mean().item()
@@ -215,12 +215,12 @@ def test_kl_reward_is_zero_when_policy_equals_reference(ckpts) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from training import ppo_models as pm
-    from training.ppo import encode_prompt, load_prompts
+    from training.ppo import load_prompts, prompt_ids
 
     tok = AutoTokenizer.from_pretrained(ckpts["policy"])
     policy = AutoModelForCausalLM.from_pretrained(ckpts["policy"]).eval()
     ref = AutoModelForCausalLM.from_pretrained(ckpts["policy"]).eval()
-    q, qm = pm.left_pad([encode_prompt(tok, p) for p in load_prompts(ckpts["prompts"])[:8]], tok.pad_token_id, "cpu")
+    q, qm = pm.left_pad([prompt_ids(tok, p) for p in load_prompts(ckpts["prompts"])[:8]], tok.pad_token_id, "cpu")
     torch.manual_seed(0)
     gen = pm.sampling_config(6, 0.7, tok.eos_token_id, tok.pad_token_id)
     r, rm, _ = pm.sample(policy, q, qm, gen, tok.eos_token_id, tok.pad_token_id)
@@ -244,11 +244,11 @@ def test_logprobs_are_those_of_the_sampled_tokens_at_temperature(ckpts) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from training import ppo_models as pm
-    from training.ppo import encode_prompt, load_prompts
+    from training.ppo import load_prompts, prompt_ids
 
     tok = AutoTokenizer.from_pretrained(ckpts["policy"])
     policy = AutoModelForCausalLM.from_pretrained(ckpts["policy"]).eval()
-    q, qm = pm.left_pad([encode_prompt(tok, p) for p in load_prompts(ckpts["prompts"])[:6]], tok.pad_token_id, "cpu")
+    q, qm = pm.left_pad([prompt_ids(tok, p) for p in load_prompts(ckpts["prompts"])[:6]], tok.pad_token_id, "cpu")
     gen = pm.sampling_config(5, 0.6, tok.eos_token_id, tok.pad_token_id)
     torch.manual_seed(3)
     out = policy.generate(input_ids=q, attention_mask=qm, generation_config=gen, return_dict_in_generate=True,
@@ -466,12 +466,12 @@ def heldout_reward(policy_dir: Path, reward_dir: Path, prompts: list[list[dict]]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from harness.core.reward import RewardScorer
-    from training.ppo import encode_prompt
+    from training.ppo import prompt_ids
     from training.ppo_models import left_pad
 
     tok = AutoTokenizer.from_pretrained(policy_dir)
     model = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
-    ids, mask = left_pad([encode_prompt(tok, p) for p in prompts], tok.pad_token_id, "cpu")
+    ids, mask = left_pad([prompt_ids(tok, p) for p in prompts], tok.pad_token_id, "cpu")
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=48,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)

@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.backends.base import Prompt, encode_prompt
 from training.stage import StageDef, StageInputs
 
 LOG_FILE = "ppo_log.jsonl"
@@ -113,10 +114,11 @@ def load_prompts(path: Path) -> list[Any]:
     return prompts
 
 
-def encode_prompt(tokenizer: Any, prompt: Any) -> list[int]:
-    if isinstance(prompt, str):
-        return list(tokenizer(prompt)["input_ids"])
-    return list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+def prompt_ids(tokenizer: Any, prompt: str | list[dict[str, str]]) -> list[int]:
+    """A prompt row (text or messages) as the token ids every evaluation backend sends for it
+    (:func:`harness.backends.base.encode_prompt`): rollouts see the prompts the suites ask."""
+    as_prompt = Prompt.completion(prompt) if isinstance(prompt, str) else Prompt(messages=tuple(prompt))
+    return encode_prompt(as_prompt, tokenizer)
 
 
 def batch_indices(step: int, n: int, batch: int, process: int, num_processes: int, seed: int) -> list[int]:
@@ -206,7 +208,7 @@ def run(config: Config, inputs: StageInputs, out_dir: Path) -> dict[str, Any]:
 
     # ---- data
     raw_prompts = load_prompts(inputs.data)
-    encoded = [(p, encode_prompt(tokenizer, p)) for p in raw_prompts]
+    encoded = [(p, prompt_ids(tokenizer, p)) for p in raw_prompts]
     kept = [(p, ids) for p, ids in encoded if len(ids) <= config.max_prompt_length]
     if len(kept) < len(encoded):
         log.warning("ppo: skipped %d prompts longer than %d tokens", len(encoded) - len(kept), config.max_prompt_length)
