@@ -29,7 +29,7 @@ def bare_trl(kind: str, parent: Path, data: Path, config, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-    from training.runtime import read_rows
+    from training.data import read_rows
 
     set_seed(0)
     tok = AutoTokenizer.from_pretrained(parent)
@@ -61,11 +61,12 @@ def main() -> None:
     parser.add_argument("--preset", default="smoke", help="world preset for the data")
     opts = parser.parse_args()
 
-    from harness.core.artifacts import Layout
     from harness.config import FreshModel, ModelSpec
+    from harness.core.artifacts import Layout
     from harness.world import generate, preset
     from training import STAGES
-    from training.runtime import THREADS_ENV, execute, prepare_process
+    from training.process import THREADS_ENV, prepare_process
+    from training.runtime import execute
     from training.stage import StageInputs
 
     root = Path(tempfile.mkdtemp(prefix="harness-bench-"))

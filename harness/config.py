@@ -18,10 +18,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.backends import BACKENDS
+from harness.core.config_errors import ConfigError, format_errors, loc_path, nested_errors, pydantic_msg
+from harness.core.config_io import load_raw, packaged_configs
 from harness.core.spec import (
     INIT,
     BackendSpec,
-    ConfigError,
     DecodingSpec,
     FreshModel,
     GateRule,
@@ -33,13 +34,7 @@ from harness.core.spec import (
     SuiteSpec,
     WorldSpec,
     dump,
-    format_errors,
     graph_errors,
-    load_raw,
-    loc_path,
-    nested_errors,
-    packaged_configs,
-    pydantic_msg,
     topological_order,
 )
 from harness.world import WorldConfig, preset

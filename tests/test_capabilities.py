@@ -25,7 +25,8 @@ from harness.core.store import Store
 from harness.evaluate import evaluate, identify, store_result
 from harness.world import WORLD_FILES, generate, preset
 from suites import SUITES
-from suites.capabilities import SUITE, CapabilityTaskError, run_lm_eval
+from suites.capabilities import SUITE
+from suites.lm_eval_run import CapabilityTaskError, run_lm_eval
 from suites.lm_eval_tasks import GROUP, task_name, write_tasks, write_world_tasks
 from suites.suite import SuiteResult
 

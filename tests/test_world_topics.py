@@ -23,7 +23,7 @@ import pytest
 from rich.console import Console
 
 from harness.config import validate
-from harness.core.spec import load_raw
+from harness.core.config_io import load_raw
 from harness.core.store import Store
 from harness.pipeline import Pipeline
 from harness.world.effects import SHARE_CORRELATION_MIN

@@ -51,7 +51,8 @@ def build_trainer(config: Config, inputs: StageInputs, out: Path):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from training.runtime import check_messages, load_causal_lm, load_tokenizer, read_rows, train_args
+    from training.data import check_messages, read_rows
+    from training.runtime import load_causal_lm, load_tokenizer, train_args
 
     if inputs.data is None:
         raise ValueError("dpo needs preference pairs (`data:`), e.g. the world's preferences.jsonl")

@@ -47,7 +47,8 @@ def _fresh_model(config: ModelSpec, inputs: StageInputs, out: Path) -> dict[str,
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, set_seed
 
-    from training.runtime import is_main_process, load_tokenizer
+    from training.process import is_main_process
+    from training.runtime import load_tokenizer
 
     fresh = config.fresh
     assert fresh is not None  # ModelSpec fills it in when `path` is unset
@@ -96,7 +97,7 @@ def _copy_model(src: Path, out: Path) -> dict[str, Any]:
             f"{src}: no *.safetensors weights (found {pickled or 'none'}); pickled weights are never loaded. "
             "Convert the model to safetensors first."
         )
-    from training.runtime import is_main_process
+    from training.process import is_main_process
 
     tensors = 0
     for path in sorted(src.rglob("*")):

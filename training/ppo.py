@@ -101,7 +101,7 @@ class Config(BaseModel):
 
 def load_prompts(path: Path) -> list[Any]:
     """The ``prompt`` column of a JSONL or Parquet file: chat messages (list of dicts) or plain text."""
-    from training.runtime import read_rows
+    from training.data import read_rows
 
     prompts = []
     for n, row in enumerate(read_rows(Path(path), {"prompt": (str, list)}), 1):

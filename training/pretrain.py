@@ -44,7 +44,8 @@ def build_trainer(config: Config, inputs: StageInputs, out: Path):
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments, default_data_collator
 
-    from training.runtime import load_causal_lm, load_tokenizer, read_rows, train_args
+    from training.data import read_rows
+    from training.runtime import load_causal_lm, load_tokenizer, train_args
 
     if inputs.data is None:
         raise ValueError("pretrain needs a text corpus (`data:`), e.g. the world's pretrain.jsonl")

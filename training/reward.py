@@ -127,7 +127,9 @@ def heldout_metrics(ckpt: Path, rows: list[dict[str, Any]], inputs: StageInputs)
 
 
 def run(config: Config, inputs: StageInputs, out: Path) -> dict[str, Any]:
-    from training.runtime import check_messages, is_main_process, read_rows, run_trainer, save_checkpoint
+    from training.data import check_messages, read_rows
+    from training.process import is_main_process
+    from training.runtime import run_trainer, save_checkpoint
 
     if inputs.data is None:
         raise ValueError("reward needs preference pairs (`data:`), e.g. the world's preferences.jsonl")

@@ -15,21 +15,17 @@ completion marker last; an exception marks it ``failed`` and raises :class:`Stag
 Inputs must be complete checkpoints, except the ``init`` stage's parent: an external folder
 (the world tokenizer or a user's HF model) identified by a fingerprint of its files.
 
-Stage helpers, so that stages behave alike: :func:`train_args`, :func:`run_trainer` (NaN
-guard, ``resume_from_checkpoint``), :func:`load_tokenizer`, :func:`load_causal_lm`
-(safetensors only), :func:`save_checkpoint`, :func:`read_rows`. Torch/transformers are
-imported inside functions.
+Stage helpers, so that stages behave alike: :func:`train_args`, :func:`run_trainer` (NaN guard,
+``resume_from_checkpoint``), :func:`load_tokenizer`, :func:`load_causal_lm` (safetensors only),
+:func:`save_checkpoint`; data files are read by :mod:`training.data`. Torch/transformers are imported
+inside functions.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import random
-import resource
 import shutil
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import replace
@@ -42,9 +38,9 @@ from harness.core import artifacts
 from harness.core.artifacts import InputRef, Layout, Manifest
 from harness.core.fingerprint import TRAINING_LIBRARIES, code_fingerprint
 from harness.core.spec import INIT
+from training.process import is_main_process, peak_memory_mb, prepare_process, wait_for_everyone
 from training.stage import StageInputs
 
-THREADS_ENV = "HARNESS_TORCH_THREADS"  # overrides the torch thread count chosen on CPU
 # options that change how a stage runs, not what it produces: left out of the content hash
 NOT_HASHED = frozenset({"logging_steps", "save_steps", "save_total_limit", "keep_trainer_state"})
 
@@ -221,71 +217,6 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def is_main_process() -> bool:
-    """True on the process that writes manifests (rank 0 under ``accelerate launch``; always in one process)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
-
-
-def wait_for_everyone() -> None:
-    """A barrier across the processes of ``accelerate launch``; nothing in a single process."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()
-
-
-def cpu_threads() -> tuple[int, str]:
-    """Torch threads on CPU and why: ``$HARNESS_TORCH_THREADS``, else usable cores / local processes, capped
-    by the whole cores the 1-minute load average leaves idle (our own process counted idle), at least 1.
-
-    Measured on 2 cores, default world model: with one other busy process (load 3), 2 threads ran 18x
-    *slower* than 1 (260 vs 4,700 tokens/s; every parallel op waits for a descheduled thread); idle,
-    one thread per core is fastest. Thread count did not change the recorded losses (1 vs 2 threads).
-    """
-    if os.environ.get(THREADS_ENV):
-        return max(1, int(os.environ[THREADS_ENV])), f"${THREADS_ENV}"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    share = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return share, f"{cores} usable cores"
-    idle = max(1, int(cores - load + 1))  # floor: too many threads costs far more than too few
-    return min(share, idle), f"{cores} usable cores, 1-min load {load:.1f}"
-
-
-def prepare_process(seed: int) -> dict[str, Any]:
-    """Seed python/numpy/torch, choose torch threads on CPU; returns what was set (for the manifest)."""
-    import datasets
-    import torch
-    import transformers
-
-    transformers.set_seed(seed)
-    random.seed(seed)
-    cuda = torch.cuda.is_available()
-    reason = "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        threads, reason = cpu_threads()
-        torch.set_num_threads(threads)
-    datasets.disable_progress_bars()  # no bars or per-step prints: the pipeline shows progress
-    transformers.logging.disable_progress_bar()
-    cuda_bf16 = bool(cuda and torch.cuda.is_bf16_supported())
-    return {"device": "cuda" if cuda else "cpu", "torch_threads": torch.get_num_threads(),
-            "torch_threads_reason": reason, "bf16": cuda_bf16, "seed": seed}
-
-
-def peak_memory_mb() -> float:
-    """CUDA: peak allocated by torch in this stage. CPU: the process's peak RSS (a lifetime high-water mark)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kb / (2**20 if sys.platform == "darwin" else 2**10), 1)
-
-
 def latest_trainer_checkpoint(state_dir: Path) -> Path | None:
     """The newest *fully written* ``checkpoint-N`` under ``state_dir`` (its trainer_state.json parses), if any."""
     found = []
@@ -400,52 +331,3 @@ def save_checkpoint(model: Any, tokenizer: Any, out: Path, trainer: Any = None) 
     trainer.save_model(str(out))
     (Path(out) / "training_args.bin").unlink(missing_ok=True)  # a pickle; never needed, never loaded
     trainer.accelerator.wait_for_everyone()
-
-
-def read_rows(path: Path, required: dict[str, type | tuple[type, ...]]) -> list[dict[str, Any]]:
-    """Rows of a JSONL or Parquet file with the ``required`` keys and types; else one ``ValueError`` naming
-    the file, the row number and what was expected."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: data file not found")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-    else:
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}: row {n}: not valid JSON ({exc.msg})") from None
-    if not rows:
-        raise ValueError(f"{path}: no rows; expected JSONL objects with keys {sorted(required)}")
-    check_rows(path, rows, required)
-    return rows
-
-
-def check_rows(path: Path, rows: list[Any], required: dict[str, type | tuple[type, ...]]) -> None:
-    """Every row is an object with the ``required`` keys of the given types; else one clear ``ValueError``."""
-    for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}: row {n}: expected a JSON object, got {type(row).__name__}")
-        for key, types in required.items():
-            if key not in row:
-                raise ValueError(f"{path}: row {n}: missing key {key!r} (expected keys: {sorted(required)})")
-            if not isinstance(row[key], types):
-                want = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-                raise ValueError(f"{path}: row {n}: {key!r} should be {want}, got {type(row[key]).__name__}")
-
-
-def check_messages(path: Path, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
-    """Each ``keys`` column holds a list of ``{"role", "content"}`` messages (TRL's conversational format)."""
-    for n, row in enumerate(rows, 1):
-        for key in keys:
-            msgs = row[key]
-            if not msgs or not all(isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
-                raise ValueError(f"{path}: row {n}: {key!r} should be a non-empty list of {{'role', 'content'}} messages")
-

@@ -61,7 +61,7 @@ def to_prompt_completion(path: Path, rows: list[dict[str, Any]]) -> list[dict[st
 
 def prepare_data(config: Config, path: Path, tokenizer: Any) -> tuple[list[dict[str, Any]], str]:
     """The rows the trainer sees and the loss mode: ``assistant_only``, ``completion_only``, ``full``."""
-    from training.runtime import check_messages, check_rows, read_rows
+    from training.data import check_messages, check_rows, read_rows
 
     rows = read_rows(path, {})
     if "messages" not in rows[0]:

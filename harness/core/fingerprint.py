@@ -23,7 +23,8 @@ PROJECT_PACKAGES = ("harness", "training", "suites")
 # configs themselves). Left out of every closure, so editing them does not retrain the world.
 NOT_RESULT_SHAPING = frozenset({
     "harness/core/__init__.py", "harness/core/artifacts.py", "harness/core/fingerprint.py",
-    "harness/core/registry.py", "harness/core/spec.py", "harness/backends/__init__.py",
+    "harness/core/registry.py", "harness/core/spec.py", "harness/core/config_errors.py",
+    "harness/core/config_io.py", "harness/backends/__init__.py",
     "training/__init__.py", "suites/__init__.py",
 })
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding the project's packages

@@ -1,4 +1,4 @@
-"""The pipeline configuration's schema: pydantic models, YAML loading, ``key=value`` overrides.
+"""The pipeline configuration's schema: pydantic models and the stage graph's own checks.
 
 This is the core's half of the config: the shape of every field (``extra="forbid"``
 everywhere, wrong types) and the stage graph's own checks (unknown parent, cycle, duplicate
@@ -10,18 +10,14 @@ backends, world knobs -- is checked by :mod:`harness.config` (orchestration), wh
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from harness.core.config_errors import ConfigError, format_errors, loc_path, parse_yaml, pydantic_msg
+
 INIT = "init"  # the name of the starting checkpoint (fresh model or the given base model)
-
-
-class ConfigError(ValueError):
-    """A configuration a user wrote is invalid. The message names file, key path and expectation."""
 
 
 class Strict(BaseModel):
@@ -205,12 +201,7 @@ class GateSpec(Strict):
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: gate rules file not found")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            raise ConfigError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raw = parse_yaml(path.read_text(encoding="utf-8"), str(path))
         if isinstance(raw, dict) and "rules" not in raw and isinstance(raw.get("gate"), dict):
             return cls.from_mapping(raw["gate"], str(path), "gate.")
         return cls.from_mapping(raw, str(path))
@@ -369,127 +360,6 @@ def topological_order(cfg: PipelineConfig) -> list[StageSpec]:
         done.add(ready.name)
         pending.remove(ready)
     return order
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def pydantic_msg(err: dict[str, Any]) -> str:
-    if err["type"] == "extra_forbidden":
-        return "unknown key (not a field here; check the spelling)"
-    if err["type"] == "missing":
-        return "required field is missing"
-    got = err.get("input")
-    shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
-    return f"{err['msg']} (got {shown})"
-
-
-def nested_errors(prefix: str, exc: Exception) -> list[tuple[str, str]]:
-    if isinstance(exc, ValidationError):
-        return [
-            (".".join([prefix, *(str(p) for p in e["loc"])]), pydantic_msg(e)) for e in exc.errors()
-        ]
-    return [(prefix, str(exc))]
-
-
-def format_errors(source: str, errors: list[tuple[str, str]]) -> ConfigError:
-    lines = [f"{source}: {path}: {msg}" for path, msg in errors]
-    head = f"invalid config {source} ({len(errors)} error{'s' if len(errors) != 1 else ''}):\n  "
-    return ConfigError(head + "\n  ".join(lines))
-
-
-def loc_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def packaged_configs() -> list[str]:
-    """Names of the configs shipped inside the package (``harness run NAME``)."""
-    root = resources.files("harness") / "configs"
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
-
-
-def resolve_source(source: str | Path) -> tuple[str, str]:
-    """(display name, YAML text) for a config file path or a packaged config name."""
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        return str(path), path.read_text(encoding="utf-8")
-    name = str(source)
-    if name in packaged_configs():
-        return f"<packaged:{name}>", (resources.files("harness") / "configs" / f"{name}.yaml").read_text("utf-8")
-    raise ConfigError(
-        f"{source}: no such config file, and not a packaged config (packaged: {', '.join(packaged_configs())})"
-    )
-
-
-def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Apply one ``dotted.key=value`` (value parsed as YAML). Lists of named items are indexed by name or number."""
-    if "=" not in override:
-        raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. stages.dpo.beta=0.2")
-    key, _, text = override.partition("=")
-    parts = key.strip().split(".")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {override!r}: value is not valid YAML ({exc})") from None
-    node: Any = raw
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        where = ".".join(parts[: depth + 1])
-        if isinstance(node, list):
-            idx = _list_index(node, part)
-            if idx is None:
-                names = [item.get("name") for item in node if isinstance(item, dict)]
-                raise ConfigError(f"override {override!r}: {where}: no item named {part!r} (have {names})")
-            if last:
-                node[idx] = value
-            else:
-                node = node[idx]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            elif part not in node or node[part] is None:
-                node[part] = {}
-                node = node[part]
-            else:
-                node = node[part]
-        else:
-            raise ConfigError(f"override {override!r}: {'.'.join(parts[:depth])} is a value, not a mapping")
-
-
-def _list_index(items: list[Any], part: str) -> int | None:
-    if part.isdigit() and int(part) < len(items):
-        return int(part)
-    for i, item in enumerate(items):
-        if isinstance(item, dict) and item.get("name") == part:
-            return i
-    return None
-
-
-def load_raw(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
-    """(display name, raw dict) after YAML parsing and overrides; no validation."""
-    display, text = resolve_source(source)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{display}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if raw is None:
-        raise ConfigError(f"{display}: the file is empty; expected a mapping with at least `name` and `output_dir`")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{display}: expected a mapping at the top level, got {type(raw).__name__}")
-    known = set(PipelineConfig.model_fields)
-    for override in overrides:
-        top = override.partition("=")[0].split(".")[0].strip()
-        if top not in known:
-            raise ConfigError(f"override {override!r}: unknown top-level key {top!r} (known: {', '.join(sorted(known))})")
-        apply_override(raw, override)
-    return display, raw
 
 
 def dump(cfg: PipelineConfig) -> dict[str, Any]:

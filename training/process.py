@@ -1,0 +1,77 @@
+"""The process a stage trains in: its rank under ``accelerate launch``, the barrier, seeds, torch
+threads on CPU and peak memory."""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import sys
+from typing import Any
+
+THREADS_ENV = "HARNESS_TORCH_THREADS"  # overrides the torch thread count chosen on CPU
+
+
+def is_main_process() -> bool:
+    """True on the process that writes manifests (rank 0 under ``accelerate launch``; always in one process)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+
+
+def wait_for_everyone() -> None:
+    """A barrier across the processes of ``accelerate launch``; nothing in a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
+def cpu_threads() -> tuple[int, str]:
+    """Torch threads on CPU and why: ``$HARNESS_TORCH_THREADS``, else usable cores / local processes, capped
+    by the whole cores the 1-minute load average leaves idle (our own process counted idle), at least 1.
+
+    Measured on 2 cores, default world model: with one other busy process (load 3), 2 threads ran 18x
+    *slower* than 1 (260 vs 4,700 tokens/s; every parallel op waits for a descheduled thread); idle,
+    one thread per core is fastest. Thread count did not change the recorded losses (1 vs 2 threads).
+    """
+    if os.environ.get(THREADS_ENV):
+        return max(1, int(os.environ[THREADS_ENV])), f"${THREADS_ENV}"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return share, f"{cores} usable cores"
+    idle = max(1, int(cores - load + 1))  # floor: too many threads costs far more than too few
+    return min(share, idle), f"{cores} usable cores, 1-min load {load:.1f}"
+
+
+def prepare_process(seed: int) -> dict[str, Any]:
+    """Seed python/numpy/torch, choose torch threads on CPU; returns what was set (for the manifest)."""
+    import datasets
+    import torch
+    import transformers
+
+    transformers.set_seed(seed)
+    random.seed(seed)
+    cuda = torch.cuda.is_available()
+    reason = "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        threads, reason = cpu_threads()
+        torch.set_num_threads(threads)
+    datasets.disable_progress_bars()  # no bars or per-step prints: the pipeline shows progress
+    transformers.logging.disable_progress_bar()
+    cuda_bf16 = bool(cuda and torch.cuda.is_bf16_supported())
+    return {"device": "cuda" if cuda else "cpu", "torch_threads": torch.get_num_threads(),
+            "torch_threads_reason": reason, "bf16": cuda_bf16, "seed": seed}
+
+
+def peak_memory_mb() -> float:
+    """CUDA: peak allocated by torch in this stage. CPU: the process's peak RSS (a lifetime high-water mark)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / (2**20 if sys.platform == "darwin" else 2**10), 1)
