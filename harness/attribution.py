@@ -10,7 +10,8 @@ Tests (``harness.core.paired``): exact McNemar for 0/1 outcomes, seeded sign-fli
 otherwise; Holm over every headline metric × stage. Intervals at the decision's level
 (``spec.intervals``; :func:`harness.core.paired.mean_diff_interval`). Decision rule:
 :data:`DECISION_RULE` and :func:`_decide`; minimum effects: :func:`min_effect_for`. A ``flat``
-expectation gets an equivalence check on the interval (``details.equivalence``,
+expectation gets an equivalence test, TOST at alpha/k for the k flat expectations of the run
+(``details.tost``: the 1 − 2 alpha/k interval; ``details.equivalence``:
 :func:`harness.recovery.equivalence`), which :func:`harness.recovery.planted_recovery` counts.
 Breakdowns (``metric[group]``) get raw p-values and 1 − alpha intervals, outside the Holm
 family, never attributed. Metrics without per-item outcomes (correlations): difference of
@@ -43,9 +44,10 @@ DECISION_RULE = (
     "accuracies; Cohen's d_z ≥ {dz} — |effect| ≥ {dz} × the SD of the paired differences — for continuous "
     "metrics without a natural unit, such as reward scores; the `attribution.min_effect` table for the others: "
     "{table}); (3) where the world card expects an increase or a decrease, the effect has that sign. "
-    "Intervals are {intervals}. A `flat` expectation holds only when the interval lies inside ± the minimum "
-    "effect (an equivalence test at the same level); otherwise it is inconclusive, or missed when an effect "
-    "is attributed in a forbidden direction. Breakdowns (metric[group]) get raw p-values and 1 − alpha "
+    "Intervals are {intervals}. A `flat` expectation holds only when an equivalence test shows it: two "
+    "one-sided tests (TOST) against ± the minimum effect at alpha/k for the k flat expectations of the run "
+    "({tost}), i.e. that interval inside the bounds on the forbidden side(s); otherwise it is inconclusive "
+    "(not significant is not flat), or missed when an effect is attributed in a forbidden direction. Breakdowns (metric[group]) get raw p-values and 1 − alpha "
     "intervals and are never attributed; metrics without per-item outcomes get a difference only, never "
     "attributed.")
 Row = dict[str, Any]
@@ -58,8 +60,10 @@ def decision_rule(spec: AttributionSpec | None = None) -> str:
     intervals = ("simultaneous: each headline effect's at 1 − alpha/m for the m tested effects (Bonferroni), "
                  "the level of the decision" if spec.intervals == "simultaneous"
                  else "per effect at 1 − alpha (not adjusted for multiplicity)")
+    tost = ("intervals at 1 − 2 alpha/k" if spec.intervals == "simultaneous"
+            else "intervals at 1 − 2 alpha, not adjusted for multiplicity")
     return DECISION_RULE.format(alpha=spec.alpha, rate=spec.rate_min_effect, dz=spec.standardised_min_effect,
-                                table=table, intervals=intervals)
+                                table=table, intervals=intervals, tost=tost)
 
 
 def spec_of(config: Mapping[str, Any] | None) -> AttributionSpec:
@@ -143,13 +147,16 @@ def stage_effects(metrics: pd.DataFrame, samples: pd.DataFrame, checkpoints: pd.
                     if note:
                         job["details"]["note"] = note
             jobs.append(job)
-    # the Holm family: headline effects with common items; its size sets the interval level
-    m = sum(1 for j in jobs if j["family"] == "headline" and j.get("pv") and j.get("cv")
-            and not set(j["pv"]).isdisjoint(j["cv"]))
-    levels = {"headline": pt.family_confidence(spec.alpha, m, spec.intervals == "simultaneous"),
-              "breakdown": 1 - spec.alpha}
+    # the Holm family: headline effects with common items; its size m sets the interval level.
+    # The flat expectations among them (k) are the equivalence family: TOST at alpha/k each.
+    tested = [j for j in jobs if j["family"] == "headline" and j.get("pv") and j.get("cv")
+              and not set(j["pv"]).isdisjoint(j["cv"])]
+    m, k = len(tested), sum(1 for j in tested if "forbidden" in j["details"])
+    simultaneous = spec.intervals == "simultaneous"
+    fam = {"headline": pt.family_confidence(spec.alpha, m, simultaneous), "breakdown": 1 - spec.alpha, "m": m,
+           "k": k, "tost_alpha": spec.alpha / max(k, 1) if simultaneous else spec.alpha}
     n_perm = max(spec.permutations, math.ceil(2 * max(m, 1) / spec.alpha))
-    rows = [_measure(j, spec, levels[j["family"]], m, n_perm) for j in jobs]
+    rows = [_measure(j, spec, fam, n_perm) for j in jobs]
     family = [i for i, r in enumerate(rows) if r["family"] == "headline" and r["p_value"] is not None]
     for i, p in zip(family, pt.holm([rows[i]["p_value"] for i in family]), strict=True):
         rows[i]["p_adjusted"] = p
@@ -158,8 +165,9 @@ def stage_effects(metrics: pd.DataFrame, samples: pd.DataFrame, checkpoints: pd.
     return [pt.json_safe(r) for r in rows]
 
 
-def _measure(job: Row, spec: AttributionSpec, level: float, family_size: int, n_perm: int) -> Row:
-    """Fill effect, interval, p and details of one job (no Holm, no decision yet)."""
+def _measure(job: Row, spec: AttributionSpec, fam: Mapping[str, Any], n_perm: int) -> Row:
+    """Fill effect, interval, p and details of one job (no Holm, no decision yet); for an
+    expected flat, also the TOST interval (1 − 2 alpha/k) its equivalence is checked on."""
     row = {k: v for k, v in job.items() if k not in ("prow", "crow", "pv", "cv")}
     row.update(effect=None, ci_low=None, ci_high=None, p_value=None, p_adjusted=None, n=None,
                test="none", attributed=False)
@@ -174,20 +182,26 @@ def _measure(job: Row, spec: AttributionSpec, level: float, family_size: int, n_
              suite_version=crow.get("suite_version"))
     if pv and cv:
         s = _seed(spec.seed, row["stage"], row["metric"])
-        res = pt.paired_compare(pv, cv, seed=s, n_permutations=n_perm, confidence=level)
+        head = row["family"] == "headline"
+        res = pt.paired_compare(pv, cv, seed=s, n_permutations=n_perm, confidence=fam[row["family"]])
         rate = res.binary or _is_rate(row["metric"], [*pv.values(), *cv.values()])
         size, rule = min_effect_for(row["metric"], rate, res.parent_mean, res.sd, spec)
         row.update(effect=res.effect, ci_low=res.ci_low, ci_high=res.ci_high, p_value=res.p_value,
                    n=res.n, test=res.test)
         d.update(kind="paired", parent_value=res.parent_mean, child_value=res.child_mean,
                  n_parent_items=len(pv), n_child_items=len(cv), seed=s, n_permutations=n_perm,
-                 ci_level=level, family_size=family_size if row["family"] == "headline" else None,
+                 ci_level=fam[row["family"]], family_size=fam["m"] if head else None,
                  sd_diff=res.sd, d_z=res.effect / res.sd if res.sd and math.isfinite(res.sd) else None,
                  min_effect=size, min_effect_rule=rule,
                  flips={"up": res.up, "down": res.down, "up_ids": res.up_ids[:MAX_IDS],
                         "down_ids": res.down_ids[:MAX_IDS]})
         if res.n == 0:
             d["reason"] = "no common items between parent and child"
+        elif head and "forbidden" in d:
+            _, a, b = pt.common_values(pv, cv)
+            lo, hi = pt.mean_diff_interval(b - a, 1 - 2 * fam["tost_alpha"], res.binary)
+            d["tost"] = {"ci": [lo, hi], "alpha": fam["tost_alpha"], "level": 1 - 2 * fam["tost_alpha"],
+                         "family_size": fam["k"]}
         return row
     if pval is None or cval is None:
         d.update(kind="aggregate", reason="metric value missing at parent or child")

@@ -5,12 +5,14 @@ Each card entry is one check, counted three ways:
 - ``increase`` / ``decrease``: **recovered** by an attributed effect of that sign (for a metric
   without per-item outcomes, a correlation over topics: the entry's level ``min_value`` reached
   with a change of that sign), else **missed**.
-- ``flat``: an equivalence test at the decision's level (TOST on the effect's interval, the
-  simultaneous one the report shows): **recovered** when the interval lies inside ± the
-  metric's minimum effect on the forbidden side(s) (``forbidden``: increase | decrease | both,
-  default both: a forgetting decrease may be allowed); **missed** when an effect is attributed
-  in a forbidden direction; otherwise **inconclusive** (too few items or too noisy to tell a
-  flat metric from a small shift). "Nothing significant" is never enough.
+- ``flat``: an equivalence test at the decision's level, TOST at alpha/k for the k flat
+  expectations of the run (``details.tost``: the 1 − 2 alpha/k interval of the effect; the
+  effect's own interval when the attribution did not expect it flat): **recovered** when that
+  interval lies inside ± the metric's minimum effect on the forbidden side(s) (``forbidden``:
+  increase | decrease | both, default both: a forgetting decrease may be allowed); **missed**
+  when an effect is attributed in a forbidden direction; otherwise **inconclusive** (too few
+  items or too noisy to tell a flat metric from a small shift). "Nothing significant" is
+  never enough.
 - ``any`` (the stage moves the metric, no direction planted): listed, never counted; a shift
   there is allowed.
 
@@ -37,14 +39,18 @@ def _finite(*xs: Any) -> bool:
 
 
 def equivalence(row: Mapping[str, Any], forbidden: str = "both") -> Row | None:
-    """Whether an effect row shows a ``flat`` metric: its interval inside the bounds ± its minimum
-    effect on the ``forbidden`` side(s). Paired rows use the effect's interval (the decision's
-    level); aggregate rows (no per-item outcomes) the child's stored interval around the parent's
-    value, labelled descriptive. None when the row has no interval or no minimum effect."""
+    """Whether an effect row shows a ``flat`` metric: an interval inside the bounds ± its minimum
+    effect on the ``forbidden`` side(s). Paired rows use their TOST interval (``details.tost``),
+    else the effect's interval; aggregate rows (no per-item outcomes) the child's stored
+    interval around the parent's value, labelled descriptive. None when the row has no
+    interval or no minimum effect."""
     d = row.get("details") or {}
     size = d.get("min_effect")
-    if d.get("kind") == "paired":
-        lo, hi, centre, level, descriptive = row.get("ci_low"), row.get("ci_high"), 0.0, d.get("ci_level"), False
+    tost = bool(d.get("kind") == "paired" and d.get("tost"))
+    if tost:
+        (lo, hi), level, descriptive = d["tost"]["ci"], d["tost"]["level"], False
+    elif d.get("kind") == "paired":
+        lo, hi, level, descriptive = row.get("ci_low"), row.get("ci_high"), d.get("ci_level"), False
     elif d.get("kind") == "aggregate":
         (lo, hi), centre, level, descriptive = d.get("child_ci") or (None, None), d.get("parent_value"), None, True
         lo, hi = (lo - centre, hi - centre) if _finite(lo, hi, centre) else (None, None)
@@ -56,7 +62,7 @@ def equivalence(row: Mapping[str, Any], forbidden: str = "both") -> Row | None:
     upper = size if forbidden in ("both", "increase") else None
     inside = (lower is None or lo > lower) and (upper is None or hi < upper)
     return {"lower": lower, "upper": upper, "ci": [lo, hi], "level": level, "equivalent": bool(inside),
-            "descriptive": descriptive, "forbidden": forbidden}
+            "descriptive": descriptive, "tost": tost, "forbidden": forbidden}
 
 
 def bounds_text(eq: Mapping[str, Any]) -> str:
@@ -72,7 +78,8 @@ def _eq_text(eq: Row | None) -> str:
         return "no interval or minimum effect to test equivalence"
     lo, hi = eq["ci"]
     level = f" at {100 * eq['level']:.6g}%" if eq.get("level") else ""
-    what = "the child's interval vs the parent (descriptive)" if eq["descriptive"] else f"interval{level}"
+    what = ("the child's interval vs the parent (descriptive)" if eq["descriptive"]
+            else f"{'TOST ' if eq.get('tost') else ''}interval{level}")
     verdict = "within" if eq["equivalent"] else "not within"
     return f"{what} [{lo:+.3g}, {hi:+.3g}] {verdict} {bounds_text(eq)}"
 

@@ -218,17 +218,19 @@ def _recovery_section(effects: list[Row], card: Mapping[str, Any] | None, lin: L
     out = ["## Planted causes (world card)", "", *(f"- {line}" for line in rec["lines"][1:]), ""]
     flat = flat_checks(rec)
     if flat:
-        out += ["### Flat expectations (equivalence: the interval inside the bounds)", ""]
-        out += _table(["stage", "metric", "forbidden", "effect [CI]", "bounds", "verdict"], flat) + [""]
+        out += ["### Flat expectations (equivalence: the TOST interval inside the bounds)", ""]
+        out += _table(["stage", "metric", "forbidden", "effect [TOST interval]", "bounds", "verdict"], flat) + [""]
     return out + [rec["summary"]]
 
 
 def flat_checks(rec: Row) -> list[list[str]]:
-    """One row per flat check of a recovery: stage, metric, forbidden side, effect [CI], bounds, verdict."""
+    """One row per flat check of a recovery: stage, metric, forbidden side, effect [the interval its
+    equivalence was tested on, with its level], bounds, verdict."""
     rows = []
     for c in (c for c in rec["checks"] if c["direction"] == "flat"):
         eq = c["equivalence"] or {}
-        ci = _ci(*eq["ci"]) + (" (descriptive)" if eq.get("descriptive") else "") if eq else ""
+        level = f" at {100 * eq['level']:.6g}%" if eq.get("level") else ""
+        ci = _ci(*eq["ci"]) + (" (descriptive)" if eq.get("descriptive") else level) if eq else ""
         rows.append([c["stage"], c["metric"], c["forbidden"], _signed(c["effect"]) + ci,
                      bounds_text(eq) if eq else "—", c["status"]])
     return rows
@@ -258,8 +260,8 @@ def print_report(store: Store, run_id: str | None = None, console: Console | Non
                           f"{'[bold red]FLAGGED[/]' if f['flagged'] else 'not flagged'} ({f['reason']})")
     rec = recovery(store, run_id, effects)
     if rec is not None:
-        flat = Table(title="Flat expectations (equivalence: the interval inside the bounds)")
-        for col in ("stage", "metric", "forbidden", "effect [CI]", "bounds", "verdict"):
+        flat = Table(title="Flat expectations (equivalence: the TOST interval inside the bounds)")
+        for col in ("stage", "metric", "forbidden", "effect [TOST interval]", "bounds", "verdict"):
             flat.add_column(col)
         for row in flat_checks(rec):
             flat.add_row(*row[:-1], {"recovered": "[green]recovered[/]", "missed": "[bold red]missed[/]"}

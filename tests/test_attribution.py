@@ -281,6 +281,8 @@ def test_flat_needs_equivalence_not_just_no_significance(tmp_path: Path) -> None
         eq = row["details"]["equivalence"]
         assert (eq["lower"], eq["upper"]) == (-0.05, 0.05) and eq["equivalent"] == (verdict == "recovered")
         assert row["details"]["ci_level"] == pytest.approx(0.99)  # one tested effect: 1 − alpha/1
+        tost = row["details"]["tost"]  # one flat expectation: TOST at alpha, its 1 − 2 alpha interval
+        assert (tost["level"], tost["family_size"]) == (pytest.approx(0.98), 1) and eq["ci"] == tost["ci"]
         rec = planted_recovery(rows, FLAT)
         assert (rec["recovered"], rec["inconclusive"], rec["missed"], rec["expected"]) == (
             (1, 0, 0, 1) if verdict == "recovered" else (0, 1, 0, 1))

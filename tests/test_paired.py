@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from harness.core.margin_tests import tango_z
 from harness.core.paired import (
     family_confidence,
     holm,
@@ -74,7 +75,7 @@ def test_sign_flip_recorded_values_are_seeded() -> None:
     assert p == ref == 1144 / 5001  # (hits + 1) / (N + 1): 1143 of the 5000 seeded flips reach |sum(d)|
 
 
-def test_mean_diff_interval_t_and_agresti_min() -> None:
+def test_mean_diff_interval_t_and_tango() -> None:
     d = np.random.default_rng(0).normal(1.0, 2.0, 400)
     low, high = mean_diff_interval(d, 0.95)
     ref = sps.t.interval(0.95, d.size - 1, loc=d.mean(), scale=sps.sem(d))
@@ -83,14 +84,19 @@ def test_mean_diff_interval_t_and_agresti_min() -> None:
     assert wider[0] < low and wider[1] > high
     assert mean_diff_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
     assert all(math.isnan(x) for x in mean_diff_interval([1.0]))
-    # Agresti–Min by hand: 3 gains, 1 loss in 10 items; 1/2 added to each cell -> n = 12
+    assert all(math.isnan(x) for x in mean_diff_interval([], binary=True))
+    # no item flipped: the score interval is ±z²/(n + z²) (Tango's statistic is -sqrt(n δ / (1 - δ)))
+    for n, confidence in ((72, family_confidence(0.01, 50)), (200, 0.95)):
+        z = sps.norm.isf((1 - confidence) / 2)
+        assert mean_diff_interval(np.zeros(n), confidence, binary=True) == pytest.approx(
+            (-z * z / (n + z * z), z * z / (n + z * z)), abs=1e-8)
+    assert mean_diff_interval(np.zeros(72), family_confidence(0.01, 50), binary=True)[1] == pytest.approx(0.1611, abs=1e-4)
+    # 3 gains, 1 loss in 10 items: the bounds are where Tango's score statistic reaches ±z
     flips = [1, 1, 1, -1, 0, 0, 0, 0, 0, 0]
-    half = 1.959963984540054 * math.sqrt(3.5 + 1.5 - (3.5 - 1.5) ** 2 / 12) / 12
-    assert mean_diff_interval(flips, 0.95, binary=True) == pytest.approx((2 / 12 - half, 2 / 12 + half))
-    no_flip = mean_diff_interval(np.zeros(72), family_confidence(0.01, 50), binary=True)
-    assert no_flip[0] < 0 < no_flip[1] and no_flip[1] > 0.05  # 0 of 72 flipped: not yet shown within ±0.05
-    assert mean_diff_interval(np.zeros(400), family_confidence(0.01, 50), binary=True)[1] < 0.05
-    assert mean_diff_interval(np.ones(5), 0.95, binary=True)[1] == 1.0  # clipped
+    low, high = mean_diff_interval(flips, 0.95, binary=True)
+    assert low < 0.2 < high and tango_z(3, 1, 10, low) == pytest.approx(1.959964, abs=1e-5)
+    assert tango_z(3, 1, 10, high) == pytest.approx(-1.959964, abs=1e-5)
+    assert mean_diff_interval(np.ones(5), 0.95, binary=True)[1] == 1.0
     assert family_confidence(0.01, 4) == pytest.approx(0.9975) and family_confidence(0.01, 4, False) == 0.99
 
 

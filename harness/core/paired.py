@@ -7,10 +7,12 @@
   flips for m ≤ :data:`EXACT_MAX_N` non-zero differences, otherwise seeded Monte Carlo with
   the +1 correction).
 - :func:`mean_diff_interval` — the interval of the mean paired difference at any level:
-  Agresti–Min (Wald on the 2×2 table with ½ added to each cell) for 0/1 outcomes, Student t
-  otherwise. Analytic, so it holds at the extreme levels a multiplicity-adjusted decision
-  needs (1 − α/m puts each tail near 1e-4, where a percentile bootstrap would need 10^5–10^6
-  resamples per effect to be stable).
+  Tango's score interval for 0/1 outcomes, Student t otherwise
+  (:func:`harness.core.margin_tests.interval`, the one the gate's margin tests invert).
+  Analytic, so it holds at the extreme levels a multiplicity-adjusted decision needs
+  (1 − α/m puts each tail near 1e-4, where a percentile bootstrap would need 10^5–10^6
+  resamples per effect to be stable); the score interval keeps an honest width when few or
+  no items flipped (0 of 72 at 99.98%: ±0.16), where a Wald-type interval collapses.
 - :func:`family_confidence` — the simultaneous (Bonferroni) level 1 − α/m of m intervals.
 - :func:`holm` — Holm's step-down adjustment of a family of p-values.
 - :func:`paired_compare` — all of the above for two ``item -> value`` maps.
@@ -32,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from harness.core import margin_tests
 from harness.core.stats import CONFIDENCE
 
 DEFAULT_PERMUTATIONS = 10_000
@@ -94,30 +97,23 @@ def family_confidence(alpha: float, m: int, simultaneous: bool = True) -> float:
 
 def mean_diff_interval(diffs: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE,
                        binary: bool = False) -> tuple[float, float]:
-    """Two-sided interval of the mean paired difference at ``confidence``.
-
-    ``binary`` (both sides 0/1, so each difference is −1, 0 or +1): Agresti–Min — ½ added to
-    the four cells of the paired 2×2 table, then Wald — which keeps a width when no or few
-    items flipped; clipped to [−1, 1]. Otherwise Student t on n − 1 degrees of freedom.
-    ``(nan, nan)`` for fewer than two values (t) or none (binary); ``(v, v)`` when every
-    (continuous) difference equals v.
+    """Two-sided interval of the mean paired difference at ``confidence``: each end a one-sided
+    ``(1 + confidence) / 2`` bound, so it lies inside ``(-m, m)`` exactly when both one-sided
+    margin tests reject at ``(1 - confidence) / 2`` (TOST). ``binary`` (both sides 0/1, each
+    difference −1, 0 or +1): Tango's score interval; otherwise Student t. ``(nan, nan)`` with
+    no items (binary) or fewer than two (t); ``(v, v)`` when every (continuous) difference is v.
     """
     d = np.asarray(diffs, dtype=float)
-    tail = (1 - confidence) / 2
-    if binary:
-        if d.size == 0:
-            return math.nan, math.nan
-        gains, losses, n = float(np.sum(d > 0)) + 0.5, float(np.sum(d < 0)) + 0.5, d.size + 2
-        centre = (gains - losses) / n
-        half = float(sps.norm.isf(tail)) * math.sqrt(gains + losses - (gains - losses) ** 2 / n) / n
-        return max(-1.0, centre - half), min(1.0, centre + half)
-    if d.size < 2:
+    if d.size == 0:
         return math.nan, math.nan
-    mean, sd = float(d.mean()), float(d.std(ddof=1))
-    if sd == 0:
-        return mean, mean
-    half = float(sps.t.isf(tail, d.size - 1)) * sd / math.sqrt(d.size)
-    return mean - half, mean + half
+    got = margin_tests.interval(d, binary, (1 - confidence) / 2)
+    return (math.nan, math.nan) if got is None else (float(got[0]), float(got[1]))
+
+
+def common_values(parent: Mapping[str, float], child: Mapping[str, float]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The items both maps have (sorted) and their parent and child values."""
+    items = sorted(set(parent) & set(child))
+    return items, np.array([float(parent[i]) for i in items]), np.array([float(child[i]) for i in items])
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:
@@ -186,12 +182,10 @@ def paired_compare(
     """Compare per-item values (already averaged over samples) on their common items:
     McNemar exact when both sides are 0/1 on every common item, else the sign-flip test;
     the interval of the mean difference at ``confidence`` (:func:`mean_diff_interval`)."""
-    items = sorted(set(parent) & set(child))
+    items, a, b = common_values(parent, child)
     nan = math.nan
     if not items:
         return PairedResult(0, nan, nan, nan, nan, nan, nan, "none", 0, 0, (), (), nan, confidence)
-    a = np.array([float(parent[i]) for i in items])
-    b = np.array([float(child[i]) for i in items])
     d = b - a
     up_ids = tuple(i for i, x in zip(items, d, strict=True) if x > 0)
     down_ids = tuple(i for i, x in zip(items, d, strict=True) if x < 0)
