@@ -1,12 +1,13 @@
 """The pretraining corpus: facts in paraphrase, topics in their token shares.
 
 Each topic gets `share * pretrain_tokens` tokens (world tokenizer), its share after
-`share_assignment`. Inside a topic every
-fact gets a weight of 1 +/- `mention_jitter`, and mentions are handed out in proportion to
-the weights until the topic's budget is spent (at least `min_mentions_per_fact` each), so
-frequent topics repeat each fact many times and rare topics a few. Each mention uses one
-of the relation's paraphrases, cycling through them. A document is a few sentences about
-one entity. Only real entities appear: fictitious ones never do.
+`share_assignment`. Inside a topic every fact gets a weight of 1 +/- `mention_jitter`, and
+mentions are handed out in proportion to the weights until the topic's budget is spent (at
+least `min_mentions_per_fact` each), so frequent topics repeat each fact many times and rare
+topics a few. Each mention uses one of the relation's paraphrases, cycling through them. A
+document is a few sentences about one entity. Only real entities appear: fictitious ones never
+do. The corpus is the only file that depends on the shares: the tokenizer is trained on every
+fact once (`calibration_sentences`), so worlds that differ only in their shares share it.
 """
 
 from __future__ import annotations
