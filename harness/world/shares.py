@@ -58,9 +58,9 @@ def assign_shares(written: dict[str, float], assignment: Any) -> dict[str, float
             lost = sorted(set(mapping) - set(givers))
             kept = sorted(set(givers) - set(mapping))
             raise ValueError(
-                "share_assignment: the mapping must be a permutation of the topics it names: the shares of "
-                f"{', '.join(map(repr, lost))} go to no topic and {', '.join(map(repr, kept))} keep(s) "
-                "its own while giving it away"
+                "share_assignment: the mapping must be a permutation of the topics it names: the share of "
+                f"{', '.join(map(repr, lost))} goes to no topic, and that of {', '.join(map(repr, kept))} to two "
+                "(a topic the mapping does not name keeps its own); e.g. {villages: herbs, herbs: villages}"
             )
         return {name: written[mapping.get(name, name)] for name in names}
     raise ValueError(f"share_assignment: expected {ASSIGNMENT_HELP}, got {type(assignment).__name__}")
