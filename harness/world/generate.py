@@ -34,8 +34,10 @@ def tokenizer_corpus(world: World) -> list[str]:
 
     It depends on the entities and templates only, never on the mix knobs (refusal fraction,
     length bias, ...), so counterfactual worlds share the tokenizer and the pretraining corpus
-    and hence the same pretrained checkpoint: they differ only in the planted cause. Fictitious
-    entities are left out, so their names split into pieces the same way everywhere.
+    and hence the same pretrained checkpoint: they differ only in the planted cause. Nor does it
+    depend on the topics' shares (`share_assignment`): those worlds share the tokenizer and every
+    file but the corpus. Fictitious entities are left out, so their names split into pieces the
+    same way everywhere.
     """
     texts = calibration_sentences(world)
     for entity in world.group("train"):
