@@ -1,4 +1,4 @@
-"""`harness gate`: the renderers of a :class:`harness.gate.GateReport` -- Markdown (terminal and
+"""`harness gate`: what a gate reports (:class:`GateReport`, exit codes) and its renderers -- Markdown (terminal and
 ``$GITHUB_STEP_SUMMARY``), JUnit XML, JSON, GitHub workflow annotations.
 
 Every renderer shows every verdict (pass, warn, inconclusive, fail, error), the hypothesis the
@@ -10,18 +10,83 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from dataclasses import asdict
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
 
 from harness.core import paired as pt
 
-if TYPE_CHECKING:
-    from harness.gate import GateReport, RuleResult
-
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 SUMMARY_LIMIT = 1_000_000  # bytes; GitHub's step summary takes at most 1 MiB
 ICON = {"pass": "✅ pass", "warn": "⚠️ warn", "inconclusive": "❔ inconclusive", "fail": "❌ fail",
         "error": "💥 error"}
 EXIT_LEGEND = "(0 pass, 1 gate failed, 2 usage/config error, 3 internal error)"
+
+
+SEVERITY = {"pass": 0, "warn": 1, "inconclusive": 2, "fail": 3, "error": 4}
+@dataclass
+class BoundResult:
+    """One relative bound of a rule: its hypothesis test against the margin."""
+
+    bound: str  # max_increase | max_decrease | max_regression
+    margin: float
+    direction: int  # regression = direction * (candidate − baseline)
+    regression: float  # point estimate of the regression (+ = worse)
+    crossed: bool  # regression > margin
+    verdict: str = "pass"
+    test: str = "none"  # tango | t | none (no paired per-item outcomes)
+    p_value: float | None = None  # one-sided, for the mode's alternative
+    p_adjusted: float | None = None  # Holm, within the family (None outside it)
+    level: float | None = None  # one-sided level of its Holm step (alpha outside the family)
+    detectable: float | None = None  # see harness.core.margin_tests.detectable
+    note: str = ""
+
+
+@dataclass
+class RuleResult:
+    index: int
+    metric: str
+    suite: str
+    rule: str
+    verdict: str = "pass"
+    value: float | None = None
+    baseline: float | None = None
+    delta: float | None = None  # paired mean over the shared items when per-item outcomes exist
+    ci_low: float | None = None  # of the delta (relative rules) or of the value (absolute only)
+    ci_high: float | None = None
+    ci_level: float | None = None  # two-sided confidence of [ci_low, ci_high] (1 − 2 α_j for the delta)
+    p_value: float | None = None  # of the deciding bound
+    p_adjusted: float | None = None
+    detectable: float | None = None
+    n: int | None = None
+    test: str = "none"
+    higher_is_better: bool | None = None
+    message: str = ""
+    bounds: list[BoundResult] = field(default_factory=list)
+
+
+@dataclass
+class GateReport:
+    candidate: str
+    baseline: str | None
+    run_id: str | None
+    mode: str
+    alpha: float
+    on_missing: str
+    on_inconclusive: str = "warn"
+    results: list[RuleResult] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        worst = max((SEVERITY[r.verdict] for r in self.results), default=0)
+        return ("pass", "pass", "inconclusive", "fail", "error")[worst]
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "inconclusive":
+            return EXIT_FAIL if self.on_inconclusive == "fail" else EXIT_PASS
+        return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "error": EXIT_USAGE}[self.status]
+
+    def counts(self) -> dict[str, int]:
+        return {v: sum(r.verdict == v for r in self.results) for v in SEVERITY}
 
 
 def _f(x: float | None, signed: bool = False) -> str:
