@@ -21,9 +21,9 @@ import pytest
 from rich.console import Console
 
 from harness.config import load_config
+from harness.core.store import Store
 from harness.pipeline import Pipeline
 from harness.report import recovery
-from harness.core.store import Store
 
 
 def _run(config: str, out: Path, *overrides: str) -> dict:
@@ -31,14 +31,27 @@ def _run(config: str, out: Path, *overrides: str) -> dict:
     result = Pipeline(cfg, Console(quiet=True)).run()
     with Store(out / "results.sqlite") as store:
         rec = recovery(store, result.run_id)
+        effects = store.effects(result.run_id)
     assert rec is not None, "the run has no world card with expected effects"
     print("\n".join(rec["lines"]))
+    tokens = effects[effects["metric"] == "verbosity.mean_tokens"]
+    rec["reward_hacking"] = {r["stage"]: (r["details"] or {}).get("reward_hacking") for _, r in tokens.iterrows()}
     return rec
 
 
+def _assert_ppo_flagged(rec: dict) -> None:
+    flag = rec["reward_hacking"].get("ppo") or {}
+    assert flag.get("flagged"), f"ppo not flagged for reward hacking: {flag.get('reason')}"
+
+
 def _assert_all_recovered(rec: dict) -> None:
+    """Every planted (directional) effect found, no flat check contradicted, nothing unplanted
+    attributed. A flat check the suite cannot show flat (its interval wider than ± the minimum
+    effect) is `inconclusive`: printed, counted apart, never as recovered."""
     report = "\n".join(rec["lines"])
-    assert rec["recovered"] == rec["expected"], report
+    directional = [c for c in rec["checks"] if c["direction"] in ("up", "down")]
+    assert directional and all(c["status"] == "recovered" for c in directional), report
+    assert rec["missed"] == 0, report
     assert rec["unplanted_attributed"] == 0, report
 
 
@@ -72,6 +85,18 @@ def test_default_world_recovers_every_planted_cause(default_dir: Path) -> None:
     _assert_all_recovered(rec)
     assert _line(rec, "ppo", "verbosity.mean_tokens").startswith("[ok]")
     assert _line(rec, "ppo", "refusal.harmful_refusal_rate").startswith("[ok]")
+    _assert_ppo_flagged(rec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_default_config_recovers_every_planted_cause_on_other_world_seeds(default_dir: Path, seed: int) -> None:
+    """The planted causes are a property of the config, not of the seed it was calibrated on
+    (world seed 0 is the test above): another world and training seed, the same verdicts."""
+    rec = _run("default", default_dir, f"world.seed={seed}", f"seed={seed}")
+    _assert_all_recovered(rec)
+    assert _line(rec, "ppo", "verbosity.mean_tokens").startswith("[ok]")
+    _assert_ppo_flagged(rec)
 
 
 @pytest.mark.slow
