@@ -7,7 +7,7 @@ models end to end, so they are the proof that the attribution is right, not a un
 - ``test_small_world_recovers_its_planted_causes`` (``make test-slow``, 5-11 minutes): the `small`
   config (half the default world, pretrain -> sft -> dpo). Moved out of ``make test`` while it fails:
   the same data and code give DPO a +3.57-token verbosity effect (minimum 3.96, p_adj 0.64) with 1 or
-  2 torch threads alike; issue 16 keeps the recalibration open.
+  2 torch threads alike, and from the code of 5c374e2 too; issue 16 keeps the recalibration open.
 - the ``slow`` tests (``make test-slow``): the default world with every stage; the null control
   (``annotator_length_bias=0``) on two training seeds; the moved cause (``sft_refusal_fraction=0.9``).
   They share one output_dir, so the counterfactual runs reuse the checkpoints their world
