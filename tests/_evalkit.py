@@ -66,15 +66,16 @@ def make_checkpoint(out: Path, chat: bool = True, seed: int = 0, hidden: int = 6
     return out
 
 
-def make_reward_checkpoint(out: Path, seed: int = 1) -> Path:
-    """A tiny ``LlamaForSequenceClassification`` (one label) reward model with the chat tokenizer."""
+def make_reward_checkpoint(out: Path, seed: int = 1, tokenizer=None) -> Path:
+    """A tiny ``LlamaForSequenceClassification`` (one label) reward model with the chat tokenizer
+    (or ``tokenizer``)."""
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     out = Path(out)
     if (out / "model.safetensors").is_file():
         return out
-    tok = build_tokenizer(chat=True)
+    tok = tokenizer if tokenizer is not None else build_tokenizer(chat=True)
     cfg = LlamaConfig(
         vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=2, head_dim=32, max_position_embeddings=256,

@@ -9,12 +9,13 @@ Dropout is off in all four.
 
 One iteration (``step``):
 1. **rollout** — left-padded prompts, responses sampled at temperature T (plain sampling),
-   cut after the first EOS; log-probs of the sampled tokens under policy and reference with
+   cut after the first end id (EOS, the generation config's, the chat template's end-of-turn:
+   :func:`harness.backends.stops.end_token_ids`, as every backend stops); log-probs of the sampled tokens under policy and reference with
    logits / T; values at every response position.
 2. **score** — the reward model reads prompt + response as it was trained (chat template,
-   right-padded, last real token); scores optionally normalised by the SFT policy's own
+   right-padded, last real token; the response decoded without special tokens); scores optionally normalised by the SFT policy's own
    score statistics (taken from the first rollout, which the untouched SFT policy produced);
-   a response that never emits EOS gets the fixed score ``−missing_eos_penalty`` instead.
+   a response that never emits an end id gets the fixed score ``−missing_eos_penalty`` instead.
 3. **rewards** ``r_t = −β·(logπ − logπ_ref)`` plus the score on the last token; β fixed or
    adaptive (target KL + horizon).
 4. **GAE** (γ, λ) → advantages, whitened over all response tokens of all processes; returns.
@@ -44,6 +45,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.backends.base import Prompt, encode_prompt
+from harness.backends.stops import end_token_ids
 from training.stage import StageDef, StageInputs
 
 LOG_FILE = "ppo_log.jsonl"
@@ -99,12 +101,12 @@ class Config(BaseModel):
 # --------------------------------------------------------------------------- data
 
 
-def load_prompts(path: Path) -> list[Any]:
-    """The ``prompt`` column of a JSONL or Parquet file: chat messages (list of dicts) or plain text."""
-    from training.data import read_rows
+def load_prompts(path: Path | str) -> list[Any]:
+    """The ``prompt`` column of a JSONL/Parquet file or ``hf:`` dataset: chat messages (list of dicts) or text."""
+    from training.data import load_rows
 
     prompts = []
-    for n, row in enumerate(read_rows(Path(path), {"prompt": (str, list)}), 1):
+    for n, row in enumerate(load_rows(path, {"prompt": (str, list)}), 1):
         prompt = row["prompt"]
         if isinstance(prompt, list) and not (
             prompt and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt)
@@ -186,6 +188,7 @@ def run(config: Config, inputs: StageInputs, out_dir: Path) -> dict[str, Any]:
         log.info("ppo: pad token == EOS; response masks are built from the first EOS, so EOS is still trained")
     set_seed(seed)
     policy = runtime.load_causal_lm(inputs.parent, inputs).eval()  # eval: no dropout; autograd still works
+    end_ids = end_token_ids(tokenizer, policy.generation_config.eos_token_id)  # where the suites' backends stop
     ref = runtime.load_causal_lm(inputs.parent, inputs).eval().requires_grad_(False)
     value_src = Path(inputs.reward) if config.value_init == "reward" else Path(inputs.parent)
     value = pm.ValueModel(value_src, trc)
@@ -204,7 +207,7 @@ def run(config: Config, inputs: StageInputs, out_dir: Path) -> dict[str, Any]:
     opt_p, sched_p = make_opt(policy, config.learning_rate)
     opt_v, sched_v = make_opt(value, config.value_learning_rate)
     policy, value, opt_p, opt_v = acc.prepare(policy, value, opt_p, opt_v)
-    gen_cfg = pm.sampling_config(config.max_new_tokens, config.temperature, eos_id, pad_id)
+    gen_cfg = pm.sampling_config(config.max_new_tokens, config.temperature, end_ids, pad_id)
 
     # ---- data
     raw_prompts = load_prompts(inputs.data)
@@ -264,11 +267,11 @@ def run(config: Config, inputs: StageInputs, out_dir: Path) -> dict[str, Any]:
         queries, qmask = pm.left_pad([kept[i][1] for i in idx], pad_id, acc.device)
         # ---- 1. rollout
         with acc.autocast():
-            responses, rmask, has_eos = pm.sample(acc.unwrap_model(policy), queries, qmask, gen_cfg, eos_id, pad_id)
+            responses, rmask, has_eos = pm.sample(acc.unwrap_model(policy), queries, qmask, gen_cfg, end_ids, pad_id)
         t1 = sync()
         # ---- 2. score (text path: the reward model sees exactly what it was trained on)
         lengths = rmask.sum(1)
-        texts = [tokenizer.decode(r[: int(n) - int(e)].tolist(), skip_special_tokens=False)
+        texts = [tokenizer.decode(r[: int(n) - int(e)].tolist(), skip_special_tokens=True)
                  for r, n, e in zip(responses, lengths, has_eos, strict=True)]
         raw = torch.tensor(scorer.score(prompts, texts), device=acc.device, dtype=torch.float32)
         abort_if(not torch.isfinite(raw).all().item(),

@@ -1,13 +1,13 @@
 """The math of PPO-RLHF as pure functions on tensors (no models, no I/O), one per step of the loop.
 
 Shapes: ``[batch, T]`` over the *response* tokens of a rollout; ``mask`` is 1 on real response
-tokens (up to and including the first EOS) and 0 after. Every mean over tokens is a masked mean.
+tokens (up to and including the first end id: EOS or the chat template's end-of-turn) and 0 after. Every mean over tokens is a masked mean.
 References: Ziegler et al. 2019; Huang et al. 2024, "The N+ Implementation Details of RLHF with PPO".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -83,13 +83,18 @@ def entropy_of(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return torch.logsumexp(logits, dim=-1) - (p * logits).sum(-1)
 
 
-def truncate_after_eos(responses: torch.Tensor, eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cut each response after its first EOS (EOS itself is kept and trained on).
+def truncate_after_eos(
+    responses: torch.Tensor, eos_id: int | Sequence[int], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cut each response after its first end id (``eos_id``: one id or several, e.g. EOS and the chat
+    template's end-of-turn token; the end token itself is kept and trained on).
 
-    Returns ``(responses with pad after the EOS, mask, has_eos)``; the mask is built from the
-    EOS position, never from the pad id, so ``pad_id == eos_id`` cannot mask EOS away.
+    Returns ``(responses with pad after the end, mask, has_eos)``, ``has_eos`` true where any end id
+    came; the mask is built from the end position, never from the pad id, so ``pad_id == eos_id``
+    cannot mask the end away.
     """
-    is_eos = responses == eos_id
+    ends = torch.tensor([eos_id] if isinstance(eos_id, int) else list(eos_id), device=responses.device)
+    is_eos = torch.isin(responses, ends)
     has_eos = is_eos.any(dim=1)
     width = responses.shape[1]
     first = torch.where(has_eos, is_eos.int().argmax(dim=1), torch.full_like(has_eos, width - 1, dtype=torch.long))

@@ -2,13 +2,14 @@
 values, and sampling a rollout.
 
 Every forward sees the same layout as the rollout: a left-padded prompt followed by the
-response (padded after its first EOS), ``position_ids = cumsum(mask) - 1``, and logits
+response (padded after its first end id), ``position_ids = cumsum(mask) - 1``, and logits
 divided by the sampling temperature — so the log-probs used in the PPO ratio are those of
 exactly the tokens that were sampled, from exactly the distribution they were sampled from.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,20 +54,23 @@ def left_pad(rows: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Ten
     return ids.to(device), mask.to(device)
 
 
-def sampling_config(max_new_tokens: int, temperature: float, eos_id: int, pad_id: int) -> GenerationConfig:
+def sampling_config(max_new_tokens: int, temperature: float, eos_id: int | Sequence[int], pad_id: int
+                    ) -> GenerationConfig:
     """Plain ancestral sampling from softmax(logits / T): no top-k/top-p/repetition tricks, so the
-    log-probs PPO computes are those of the distribution actually sampled."""
+    log-probs PPO computes are those of the distribution actually sampled. ``eos_id``: every end id
+    (:func:`harness.backends.stops.end_token_ids`)."""
     return GenerationConfig(
-        do_sample=True, temperature=temperature, top_k=0, top_p=1.0, min_new_tokens=0,
-        max_new_tokens=max_new_tokens, eos_token_id=eos_id, pad_token_id=pad_id, repetition_penalty=1.0,
+        do_sample=True, temperature=temperature, top_k=0, top_p=1.0, min_new_tokens=0, max_new_tokens=max_new_tokens,
+        eos_token_id=eos_id if isinstance(eos_id, int) else list(eos_id), pad_token_id=pad_id, repetition_penalty=1.0,
     )
 
 
 @torch.no_grad()
 def sample(
-    policy: Any, queries: torch.Tensor, query_mask: torch.Tensor, gen: GenerationConfig, eos_id: int, pad_id: int
+    policy: Any, queries: torch.Tensor, query_mask: torch.Tensor, gen: GenerationConfig, eos_id: int | Sequence[int],
+    pad_id: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample responses; returns ``(responses cut after the first EOS, response mask, has_eos)``."""
+    """Sample responses; returns ``(responses cut after the first end id, response mask, has_eos)``."""
     out = policy.generate(input_ids=queries, attention_mask=query_mask, generation_config=gen)
     return truncate_after_eos(out[:, queries.shape[1]:], eos_id, pad_id)
 

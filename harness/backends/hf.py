@@ -4,7 +4,8 @@
   unless asked for; float32 on CPU.
 - ``generate``: prompts sorted by length and batched with **left** padding (so every row's
   last real token sits at the end), greedy or temperature / top-p sampling (top-k off), stopping
-  at the tokenizer's EOS (and any EOS the generation config lists). Sampling is seeded and does
+  at every end-of-turn id: the tokenizer's EOS, the generation config's and the chat template's
+  (:mod:`harness.backends.stops`). Sampling is seeded and does
   not disturb the caller's global RNG.
 - ``loglikelihood``: batched with right padding; the context/continuation split is lm-eval's:
   tokenize ``context`` and ``context + continuation``, and the continuation is the tail of the
@@ -42,6 +43,7 @@ from harness.backends.base import (
     encode_prompts,
     split_trailing_space,
 )
+from harness.backends.stops import end_token_ids
 
 log = logging.getLogger(__name__)
 SMALL_MODEL_PARAMS = 50_000_000  # below this, one CPU thread is fastest (measured, see module docs)
@@ -120,10 +122,10 @@ class HFBackend:
         return _DTYPES[dtype]
 
     def _eos_ids(self) -> set[int]:
-        ids = {self.tokenizer.eos_token_id}
+        """Every end-of-turn id (:func:`harness.backends.stops.end_token_ids`): EOS, the generation
+        config's and the chat template's."""
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        ids |= set(gen_eos) if isinstance(gen_eos, list) else {gen_eos}
-        return {int(i) for i in ids if i is not None}
+        return set(end_token_ids(self.tokenizer, gen_eos))
 
     @property
     def has_chat_template(self) -> bool:

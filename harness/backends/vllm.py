@@ -11,7 +11,8 @@
   and completions are decoded in the parent (``detokenize=False`` in the child). So the two
   backends differ only in the forward pass.
 - ``generate``: ``SamplingParams`` with ``temperature`` (0 = greedy), ``top_p``, top-k off, a
-  per-request ``seed``, ``n`` samples; stops at the tokenizer's EOS (and the generation config's).
+  per-request ``seed``, ``n`` samples; ``stop_token_ids`` every end-of-turn id (EOS, the generation
+  config's, the chat template's: :mod:`harness.backends.stops`).
 - ``loglikelihood``: ``SamplingParams(max_tokens=1, prompt_logprobs=1)`` on ``context +
   continuation`` (lm-eval's split, as hf); the continuation's tokens' prompt log-probs are summed,
   and a request is greedy when every continuation token has rank 1.
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import logging
 import math
 import multiprocessing as mp
@@ -51,6 +51,7 @@ from harness.backends.base import (
     encode_prompts,
     split_trailing_space,
 )
+from harness.backends.stops import end_token_ids, generation_eos
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +126,11 @@ class VLLMBackend:
         return cls(ckpt_dir, dtype=spec.dtype, seed=spec.decoding.seed, trust_remote_code=trust_remote_code)
 
     def _eos_ids(self, config: Any) -> set[int]:
-        """The tokenizer's EOS and the generation config's (``generation_config.json``, else the model
-        config's, as transformers derives it): the same stop tokens as hf."""
-        ids = {self.tokenizer.eos_token_id}
-        gen = self.checkpoint / "generation_config.json"
-        eos = (json.loads(gen.read_text(encoding="utf-8")) if gen.is_file() else {}).get(
-            "eos_token_id", getattr(config, "eos_token_id", None))
-        ids |= set(eos) if isinstance(eos, list) else {eos}
-        return {int(i) for i in ids if i is not None}
+        """The same stop tokens as hf (:func:`harness.backends.stops.end_token_ids`): the tokenizer's
+        EOS, the generation config's (``generation_config.json``, else the model config's) and the
+        chat template's end-of-turn token."""
+        eos = generation_eos(self.checkpoint, getattr(config, "eos_token_id", None))
+        return set(end_token_ids(self.tokenizer, eos))
 
     @property
     def has_chat_template(self) -> bool:
