@@ -21,6 +21,7 @@ from harness.core.store import Store
 from harness.evaluate import REWARD_SUITES, EvalIdentity, eval_key, evaluate, identify
 from suites import SUITES
 from suites.items import select
+from suites.suite import counts_chat_template
 
 
 def has_chat_template(ckpt_dir: Path) -> bool:
@@ -104,7 +105,7 @@ class Evaluator:
 
     def evaluate(self, plan: EvalPlan) -> None:
         target = plan.target
-        chat_template = has_chat_template(target.path)
+        chat_template = counts_chat_template(target.path, has_chat_template(target.path))
         todo: list[tuple[SuiteSpec, str, EvalIdentity]] = []
         for spec in self.cfg.suites:
             suite = SUITES.get(spec.name)

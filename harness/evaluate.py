@@ -37,7 +37,7 @@ from harness.core.fingerprint import EVAL_LIBRARIES, code_fingerprint
 from suites import SUITES
 from suites.items import items_hash, select
 from suites.judges import Judge, RulesJudge, judge_identity, make_judge
-from suites.suite import Sample, SuiteContext, SuiteResult, is_chat_checkpoint
+from suites.suite import Sample, SuiteContext, SuiteResult, counts_chat_template, is_chat_checkpoint
 
 log = logging.getLogger(__name__)
 REWARD_SUITES = frozenset({"verbosity"})  # suites that score responses with the run's reward model
@@ -94,7 +94,8 @@ def evaluate(
     runner: Backend = open_backend(ckpt_dir, backend_spec, trust_remote_code) if spec_given else backend  # type: ignore[assignment]
     judges: dict[str, Judge] = {}  # one judge per distinct judge spec, closed at the end
     try:
-        chat = is_chat_checkpoint(kind, runner.has_chat_template)
+        template = counts_chat_template(ckpt_dir, runner.has_chat_template)  # a fresh random init's does not
+        chat = is_chat_checkpoint(kind, template)
         if chat and not runner.has_chat_template:
             raise ValueError(f"{ckpt_dir}: a {kind!r} checkpoint without a chat template; chat suites need one "
                              "(save the tokenizer with its chat template)")
@@ -102,7 +103,7 @@ def evaluate(
         results = []
         for spec in suites:
             suite = SUITES.get(spec.name)
-            if not suite.applies_to(kind, runner.has_chat_template):
+            if not suite.applies_to(kind, template):
                 log.info("suite %s does not apply to a %s checkpoint; skipped", spec.name, kind)
                 continue
             items = select(suite.load_items(items_path(spec, items_paths)), spec.max_items)

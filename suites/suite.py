@@ -32,6 +32,7 @@ import numpy as np
 
 from harness.backends.base import Backend, Completion, Prompt, Sampling
 from harness.core import stats
+from harness.core.artifacts import MANIFEST, read_manifest
 
 Family = Literal["headline", "breakdown"]
 OutcomeKind = Literal["binary", "continuous"]
@@ -43,17 +44,31 @@ NON_LM_KINDS = frozenset({"reward"})  # sequence classifiers: no suite applies
 def is_chat_checkpoint(kind: str, has_chat_template: bool = False) -> bool:
     """Whether chat items (behaviour) run on a checkpoint of this kind.
 
-    Chat stage kinds always; ``init`` (random weights) and reward models never; any other kind,
-    ``pretrain`` included, when its tokenizer carries a chat template. Asking the base model
-    through the chat template gives the behaviour baseline (it never refuses or abstains on
-    purpose) against which SFT's effect is measured item by item; a base model whose
-    tokenizer has no template is measured by cloze only.
+    Chat stage kinds always; reward models never; any other kind, ``init`` and ``pretrain``
+    included, when its tokenizer carries a chat template. A user's model given as ``init``
+    (``model.path``) with a template is the baseline every behaviour suite measures the first
+    stage against; asking a base model through the template gives the baseline (it never
+    refuses or abstains on purpose) against which SFT's effect is measured item by item. A
+    checkpoint without a template is measured by cloze only, and so is a freshly initialised
+    random model, whose template is only the tokenizer's (:func:`counts_chat_template`).
     """
     if kind in CHAT_KINDS:
         return True
-    if kind in NON_LM_KINDS or kind == "init":
+    if kind in NON_LM_KINDS:
         return False
     return has_chat_template
+
+
+def counts_chat_template(ckpt_dir: Path | str, has_chat_template: bool) -> bool:
+    """``has_chat_template``, except for a freshly initialised random model (an ``init`` checkpoint
+    whose manifest says ``mode: fresh``, the synthetic world's): it carries the world tokenizer's
+    template, but its weights never learnt it, so it is measured as a base model (cloze only)."""
+    if not has_chat_template:
+        return False
+    if not (Path(ckpt_dir) / MANIFEST).is_file():
+        return True
+    manifest = read_manifest(Path(ckpt_dir))
+    return not (manifest.kind == "init" and (manifest.metrics or {}).get("mode") == "fresh")
 
 
 @dataclass(frozen=True)
