@@ -116,6 +116,8 @@ def run(
     cfg = _load(source, overrides)
     try:
         result = Pipeline(cfg, console, new_run=new_run).run()
+    except ConfigError as exc:  # e.g. an `hf:` dataset that can not be opened, found before training
+        _fail_usage(str(exc))
     except StageFailed as exc:
         err_console.print(f"[bold red]stage failed:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
@@ -142,6 +144,8 @@ def train(
     cfg = _load(config, overrides)
     try:
         ckpt = Pipeline(cfg, console).train_one(stage)
+    except ConfigError as exc:
+        _fail_usage(str(exc))
     except KeyError:
         _fail_usage(f"no stage named {stage!r} (stages: {', '.join(s.name for s in cfg.stages)})")
     except (StageFailed, RuntimeError) as exc:

@@ -40,6 +40,7 @@ from harness.core.spec import (
 from harness.world import WorldConfig, preset
 from suites import SUITES
 from training import STAGES
+from training.data import hf_ref
 
 __all__ = [
     "INIT", "BackendSpec", "ConfigError", "DecodingSpec", "FreshModel", "GateRule", "GateSpec",
@@ -83,6 +84,10 @@ def registry_errors(cfg: PipelineConfig) -> list[tuple[str, str]]:
             for err in exc.errors():
                 loc = ".".join(str(p) for p in err["loc"])
                 errors.append((f"{at}.{loc}" if loc else at, pydantic_msg(err)))
+        try:
+            hf_ref(spec.data or "")  # `hf:` syntax only; the pipeline opens datasets before training
+        except ValueError as exc:
+            errors.append((f"{at}.data", str(exc)))
     for i, suite in enumerate(cfg.suites):
         if suite.name not in SUITES:
             errors.append((f"suites[{i}].name", SUITES.unknown_message(suite.name)))

@@ -38,6 +38,7 @@ from harness.config import (
 )
 from harness.core import artifacts
 from harness.core.artifacts import Layout
+from harness.core.config_errors import format_errors
 from harness.core.store import Store
 from harness.eval_runner import EvalPlan, Evaluator
 
@@ -87,12 +88,14 @@ def ensure_world(cfg: PipelineConfig, layout: Layout, say: Callable[[str], None]
         return world_dir, card
 
 
-def stage_data(spec: StageSpec, world_dir: Path | None) -> Path | None:
-    """A stage's training data: its own `data:` file, else the world's file for its kind."""
+def stage_data(spec: StageSpec, world_dir: Path | None) -> Path | str | None:
+    """A stage's training data: its own `data:` (a file, or an `hf:` dataset reference kept as
+    written), else the world's file for its kind."""
     from training import STAGES
+    from training.data import is_hf
 
     if spec.data:
-        return Path(spec.data).expanduser().resolve()
+        return spec.data.strip() if is_hf(spec.data) else Path(spec.data).expanduser().resolve()
     key = STAGES.get(spec.kind).data_key
     if key is None:
         return None
@@ -101,6 +104,24 @@ def stage_data(spec: StageSpec, world_dir: Path | None) -> Path | None:
     from harness.world import WORLD_FILES
 
     return world_dir / WORLD_FILES[key]
+
+
+def check_datasets(cfg: PipelineConfig, world_dir: Path | None) -> None:
+    """Open every `hf:` dataset a stage names before anything trains: one that can not be loaded (offline
+    and not cached, a wrong name or split) is a ``ConfigError`` naming the stage and the dataset."""
+    from training.data import hf_ref, load_hf_dataset
+
+    errors = []
+    for i, spec in enumerate(cfg.stages):
+        source = stage_data(spec, world_dir)
+        ref = hf_ref(source) if isinstance(source, str) else None
+        if ref is not None:
+            try:
+                load_hf_dataset(ref)
+            except ValueError as exc:
+                errors.append((f"stages[{i}].data", str(exc)))
+    if errors:
+        raise format_errors(cfg.name, errors)
 
 
 def _existing_run(store: Store, cfg: PipelineConfig, card: dict | None) -> str | None:
@@ -196,6 +217,7 @@ class Pipeline:
         cfg = self.cfg
         self.layout.output_dir.mkdir(parents=True, exist_ok=True)
         world_dir, card = ensure_world(cfg, self.layout, self.say)
+        check_datasets(cfg, world_dir)
         with Store(self.layout.store_path) as store:
             run_id = None if self.new_run else _existing_run(store, cfg, card)
             run_id = store.create_run(cfg.name, dump(cfg), card, run_id=run_id)
@@ -255,6 +277,7 @@ class Pipeline:
         from training.runtime import stage_identity
 
         world_dir, _ = ensure_world(self.cfg, self.layout, self.say)
+        check_datasets(self.cfg, world_dir)
         needed, frontier = set(), [self.cfg.stage(stage_name)]
         while frontier:  # the target's ancestors (parents and reward models)
             spec = frontier.pop()

@@ -1,7 +1,8 @@
 """Stage kind ``dpo``: direct preference optimisation from the SFT parent (TRL ``DPOTrainer``).
 
 Data: TRL preference rows ``{"prompt", "chosen", "rejected"}`` (the world's
-``preferences.jsonl``; extra columns are ignored). The policy and the frozen reference model
+``preferences.jsonl``; extra columns are ignored), a file or an ``hf:`` dataset; Anthropic HH
+transcripts are converted on load (:func:`training.data.load_preferences`). The policy and the frozen reference model
 are both loaded from the parent checkpoint (safetensors). Losses combine through TRL 1.16's
 ``loss_type`` list and ``loss_weights`` (there is no ``rpo_alpha``): the default
 ``["sigmoid", "sft"]`` is DPO plus an NLL term on the chosen answers (RPO), which kept the
@@ -51,14 +52,12 @@ def build_trainer(config: Config, inputs: StageInputs, out: Path):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from training.data import check_messages, read_rows
+    from training.data import load_preferences
     from training.runtime import load_causal_lm, load_tokenizer, train_args
 
     if inputs.data is None:
         raise ValueError("dpo needs preference pairs (`data:`), e.g. the world's preferences.jsonl")
-    rows = read_rows(inputs.data, {"chosen": (str, list), "rejected": (str, list)})
-    if isinstance(rows[0]["chosen"], list):
-        check_messages(inputs.data, rows, ("chosen", "rejected"))
+    rows = load_preferences(inputs.data)
     keys = ["prompt", "chosen", "rejected"] if "prompt" in rows[0] else ["chosen", "rejected"]
     dataset = Dataset.from_list([{k: r[k] for k in keys} for r in rows])
     tok = load_tokenizer(inputs.parent, inputs)

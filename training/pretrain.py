@@ -44,12 +44,12 @@ def build_trainer(config: Config, inputs: StageInputs, out: Path):
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments, default_data_collator
 
-    from training.data import read_rows
+    from training.data import load_rows
     from training.runtime import load_causal_lm, load_tokenizer, train_args
 
     if inputs.data is None:
         raise ValueError("pretrain needs a text corpus (`data:`), e.g. the world's pretrain.jsonl")
-    rows = read_rows(inputs.data, {config.text_field: str})
+    rows = load_rows(inputs.data, {config.text_field: str})
     tok = load_tokenizer(inputs.parent, inputs)
     model = load_causal_lm(inputs.parent, inputs)
     limit = getattr(model.config, "max_position_embeddings", None)

@@ -1,7 +1,8 @@
 """Stage kind ``reward``: a scalar reward model trained on preference pairs (TRL ``RewardTrainer``).
 
-Data: JSONL/Parquet rows in TRL's preference format, ``{"prompt", "chosen", "rejected"}``
-(conversational message lists, as in the world's ``preferences.jsonl``, or plain strings);
+Data: JSONL/Parquet rows (or an ``hf:`` dataset) in TRL's preference format, ``{"prompt", "chosen",
+"rejected"}`` (conversational message lists, as in the world's ``preferences.jsonl``, or plain
+strings), or Anthropic HH transcripts, converted on load (:func:`training.data.load_preferences`);
 other columns are ignored. The model is ``AutoModelForSequenceClassification`` with
 ``num_labels=1`` initialised from the parent (its score head is new, seeded).
 
@@ -127,15 +128,13 @@ def heldout_metrics(ckpt: Path, rows: list[dict[str, Any]], inputs: StageInputs)
 
 
 def run(config: Config, inputs: StageInputs, out: Path) -> dict[str, Any]:
-    from training.data import check_messages, read_rows
+    from training.data import load_preferences
     from training.process import is_main_process
     from training.runtime import run_trainer, save_checkpoint
 
     if inputs.data is None:
         raise ValueError("reward needs preference pairs (`data:`), e.g. the world's preferences.jsonl")
-    rows = read_rows(inputs.data, {"chosen": (str, list), "rejected": (str, list)})
-    if isinstance(rows[0]["chosen"], list):
-        check_messages(inputs.data, rows, ("chosen", "rejected"))
+    rows = load_preferences(inputs.data)
     if len(rows) < 2:
         raise ValueError(f"{inputs.data}: need at least 2 preference pairs, got {len(rows)}")
     train_rows, held = split_pairs(rows, config.heldout_fraction, inputs.seed)

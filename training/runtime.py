@@ -38,6 +38,7 @@ from harness.core import artifacts
 from harness.core.artifacts import InputRef, Layout, Manifest
 from harness.core.fingerprint import TRAINING_LIBRARIES, code_fingerprint
 from harness.core.spec import INIT
+from training.data import data_fingerprint
 from training.process import is_main_process, peak_memory_mb, prepare_process, wait_for_everyone
 from training.stage import StageInputs
 
@@ -115,9 +116,7 @@ def _input_refs(kind: str, inputs: StageInputs) -> dict[str, InputRef]:
 def stage_identity(kind: str, stage_name: str, config: BaseModel, inputs: StageInputs, layout: Layout) -> StageIdentity:
     """The content hash and checkpoint directory this stage would produce (reads input manifests only)."""
     refs = _input_refs(kind, inputs)
-    if inputs.data is not None and not Path(inputs.data).exists():
-        raise FileNotFoundError(f"{inputs.data}: training data for stage {stage_name!r} does not exist")
-    data_fp = artifacts.fingerprint_paths([inputs.data]) if inputs.data is not None else ""
+    data_fp = data_fingerprint(inputs.data, stage_name) if inputs.data is not None else ""
     dumped = config.model_dump(mode="json")
     keyed = {"kind": kind, "seed": inputs.seed, "options": {k: v for k, v in dumped.items() if k not in NOT_HASHED}}
     code = stage_code_version(kind)

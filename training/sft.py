@@ -1,6 +1,6 @@
 """Stage kind ``sft``: supervised fine-tuning on chats (TRL ``SFTTrainer``), loss on the assistant only.
 
-Data: JSONL/Parquet rows in TRL's formats, either conversational ``{"messages": [...]}`` (the
+Data: JSONL/Parquet rows (or an ``hf:`` dataset, :mod:`training.data`) in TRL's formats, either conversational ``{"messages": [...]}`` (the
 world's ``sft.jsonl``) or prompt-completion ``{"prompt": ..., "completion": ...}``.
 
 Conversational data trains with ``assistant_only_loss=True``, which needs ``{% generation %}``
@@ -61,9 +61,9 @@ def to_prompt_completion(path: Path, rows: list[dict[str, Any]]) -> list[dict[st
 
 def prepare_data(config: Config, path: Path, tokenizer: Any) -> tuple[list[dict[str, Any]], str]:
     """The rows the trainer sees and the loss mode: ``assistant_only``, ``completion_only``, ``full``."""
-    from training.data import check_messages, check_rows, read_rows
+    from training.data import check_messages, check_rows, load_rows
 
-    rows = read_rows(path, {})
+    rows = load_rows(path, {})
     if "messages" not in rows[0]:
         check_rows(path, rows, {"prompt": (str, list), "completion": (str, list)})
         return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows], "completion_only"

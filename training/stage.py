@@ -19,7 +19,7 @@ class StageInputs:
     """Everything a stage reads. Paths point at *complete* checkpoints only."""
 
     parent: Path  # the checkpoint this stage starts from (init, pretrain, sft, ...)
-    data: Path | None  # training data file (JSONL/Parquet) or None when the stage needs none
+    data: Path | str | None  # training data file (JSONL/Parquet), an `hf:` dataset (training.data), or None
     reward: Path | None = None  # the reward-model checkpoint (RL stages)
     seed: int = 0
     trust_remote_code: bool = False

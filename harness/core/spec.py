@@ -86,7 +86,8 @@ class StageSpec(BaseModel):
     kind: str = Field(description="Registered stage kind: pretrain, sft, reward, ppo, dpo, ...")
     from_: str = Field(INIT, alias="from", description="Parent checkpoint: `init` or another stage's name.")
     reward: str | None = Field(None, description="Name of the `reward` stage an RL stage optimises against.")
-    data: str | None = Field(None, description="Training data file (JSONL/Parquet); default: the world's file for this kind.")
+    data: str | None = Field(None, description="Training data file (JSONL/Parquet) or Hugging Face dataset "
+                             "`hf:NAME[:CONFIG][@SPLIT]`; default: the world's file for this kind.")
 
     def options(self) -> dict[str, Any]:
         """The kind-specific fields as written in the config."""
