@@ -10,7 +10,10 @@ An evaluation (``eval_key``, computed by the caller from checkpoint hash, suite 
 version, backend, decoding, reward model...) is the unit the pipeline skips when it is
 complete. It is linked to every run (and stage) that uses it, so a later run in the same
 store reuses it: readers called with a ``run_id`` return the data of every linked
-evaluation under that run's id and stage. Payload JSON columns (``outcome``, ``details``,
+evaluation under that run's id and stage. An evaluation also carries its generation key (its
+key without judge and reward model); what the backend answered is kept once per generation key
+(``generations``), so a new judge re-judges stored responses instead of generating them again
+(``harness.eval_runner``). Payload JSON columns (``outcome``, ``details``,
 ``inputs``, ``config`` ...) come back parsed into dict columns; ``decoding_json`` stays a
 canonical JSON string because it is part of a result's identity and must be groupable.
 """
@@ -189,12 +192,14 @@ class Store(StoreReaders):
 
     def begin_evaluation(self, eval_key: str, run_id: str, stage: str, suite: str,
                          suite_version: str | int | None, items_hash: str | None, backend: str,
-                         decoding: Mapping[str, Any] | None, reward_hash: str | None = None) -> bool:
+                         decoding: Mapping[str, Any] | None, reward_hash: str | None = None,
+                         generation_key: str | None = None) -> bool:
         """Register an evaluation as started (if new) and link it to (run_id, stage).
 
         Returns True when it is already complete: then it is only linked to this run,
         nothing else changes, and the caller can skip it. Raises StoreError when the key
         exists with different identity fields (the caller's key misses something).
+        ``generation_key``: the key without judge and reward model (``harness.evaluate``), set once.
         """
         given = dict(zip(sch.EVAL_IDENTITY, (suite, _str(suite_version), items_hash, backend,
                                           dumps(decoding or {}), reward_hash), strict=True))
@@ -205,13 +210,16 @@ class Store(StoreReaders):
             if row is None:
                 conn.execute(
                     f"""INSERT INTO evaluations(eval_key, run_id, stage, {', '.join(sch.EVAL_IDENTITY)},
-                    status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'started', ?)""",
-                    (eval_key, run_id, stage, *given.values(), sch.now_iso()))
+                    generation_key, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'started', ?)""",
+                    (eval_key, run_id, stage, *given.values(), generation_key, sch.now_iso()))
             else:
                 for field, stored in zip(sch.EVAL_IDENTITY, row[1:], strict=True):
                     if stored != given[field]:
                         raise StoreError(f"eval_key {eval_key!r} already stored in {self.path} with "
                                          f"{field}={stored!r}, now given {given[field]!r}")
+                if generation_key is not None:  # an evaluation begun before generation keys existed
+                    conn.execute("UPDATE evaluations SET generation_key = ? WHERE eval_key = ? AND "
+                                 "generation_key IS NULL", (generation_key, eval_key))
             self._link(conn, run_id, stage, eval_key)
         return row is not None and row[0] == "complete"
 
@@ -235,15 +243,27 @@ class Store(StoreReaders):
                      (run_id, stage, eval_key))
 
     def write_evaluation(self, eval_key: str, metrics: Iterable[Mapping[str, Any]],
-                         samples: Iterable[Mapping[str, Any]]) -> None:
+                         samples: Iterable[Mapping[str, Any]], answers: Mapping[str, Any] | None = None) -> None:
         """Replace the metrics and samples of a begun evaluation and mark it complete, all in
         one transaction: a killed process leaves the previous state, never a partial one.
 
         Metric rows: metric, value, ci_low, ci_high, n, higher_is_better. Sample rows:
         item_id, item_hash, sample_index (default 0), prompt, response, outcome (a dict).
+        ``answers``: what the backend answered (``harness.backends.replay``), kept per generation key of
+        the evaluation (given to ``begin_evaluation``) for :meth:`stored_answers`; the latest replaces any
+        earlier (same generation key, same answers, unless those were incomplete).
         """
         with self._write() as conn:
             self._require(conn, "evaluations", "eval_key", eval_key)
+            if answers is not None:
+                (generation_key,) = conn.execute("SELECT generation_key FROM evaluations WHERE eval_key = ?",
+                                                 (eval_key,)).fetchone()
+                if generation_key is None:
+                    raise StoreError(f"evaluation {eval_key!r} in {self.path} has no generation key: "
+                                     "give one to begin_evaluation to keep its answers")
+                conn.execute("INSERT OR REPLACE INTO generations(generation_key, eval_key, answers_json, "
+                             "created_at) VALUES (?, ?, ?, ?)", (generation_key, eval_key, dumps(answers),
+                                                                  sch.now_iso()))
             conn.execute("DELETE FROM metrics WHERE eval_key = ?", (eval_key,))
             conn.execute("DELETE FROM samples WHERE eval_key = ?", (eval_key,))
             conn.executemany(sch.UPSERT_METRIC, (sch.metric_row(eval_key, r) for r in metrics))
@@ -254,6 +274,13 @@ class Store(StoreReaders):
                                  f"in samples ({exc})") from exc
             conn.execute("UPDATE evaluations SET status = 'complete', completed_at = ? WHERE eval_key = ?",
                          (sch.now_iso(), eval_key))
+
+    def stored_answers(self, generation_key: str) -> dict[str, Any] | None:
+        """The backend answers kept for ``generation_key`` (written with a complete evaluation), or None."""
+        with self._lock:
+            row = self._conn.execute("SELECT answers_json FROM generations WHERE generation_key = ?",
+                                     (generation_key,)).fetchone()
+        return None if row is None else json.loads(row[0])
 
     def is_evaluation_complete(self, eval_key: str) -> bool:
         """True when `write_evaluation` committed for this key."""

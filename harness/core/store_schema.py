@@ -152,7 +152,25 @@ _V1 = _statements(
     "CREATE INDEX IF NOT EXISTS run_evaluations_by_key ON run_evaluations(eval_key)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+# Version 2: re-judging without regenerating. An evaluation's `generation_key` is its key without
+# the judge and the reward model (harness.evaluate.generation_key): evaluations sharing it asked
+# the model the same things. `generations` keeps what the backend answered (completions with their
+# token ids, log-likelihoods) once per generation key, so a judge change replays them.
+_V2 = _statements(
+    "ALTER TABLE evaluations ADD COLUMN generation_key TEXT",
+    """CREATE TABLE IF NOT EXISTS generations (
+        generation_key TEXT PRIMARY KEY,
+        eval_key       TEXT NOT NULL,
+        answers_json   TEXT NOT NULL,
+        created_at     TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS evaluations_by_generation ON evaluations(generation_key)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1),
+    Migration(2, "evaluations.generation_key, generations (re-judging stored responses)", _V2),
+)
 SCHEMA_VERSION: int = MIGRATIONS[-1].version
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
