@@ -3,6 +3,12 @@
 ``harness.evaluate`` runs suites (no storage); this module decides *which* evaluations are
 needed, keys them, and writes them. The key is known before anything is generated, so a
 complete evaluation is linked to the run and skipped without loading the model.
+
+An evaluation whose key is new only because its judge (or reward model) changed re-judges the
+responses stored under its generation key (:func:`harness.evaluate.generation_key`): the suite runs
+on a :class:`~harness.backends.replay.ReplayBackend` that answers from the stored answers, so the
+model is not even loaded. Evaluations of suites that judge (or reward-score) responses keep their
+backend answers for that (:func:`harness.evaluate.replayable`).
 """
 
 from __future__ import annotations
@@ -14,14 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import open_backend, resolve_backend
+from harness.backends.base import Backend, open_backend, resolve_backend
+from harness.backends.replay import RecordingBackend, ReplayBackend, ReplayMissing
 from harness.config import PipelineConfig, SuiteSpec
 from harness.core.artifacts import canonical_json, read_manifest, sha256_text
 from harness.core.store import Store
-from harness.evaluate import REWARD_SUITES, EvalIdentity, eval_key, evaluate, identify
+from harness.evaluate import (
+    REWARD_SUITES,
+    EvalIdentity,
+    eval_key,
+    evaluate,
+    generation_key,
+    identify,
+    replayable,
+)
 from suites import SUITES
 from suites.items import select
-from suites.suite import counts_chat_template
+from suites.suite import SuiteResult, counts_chat_template
 
 
 def has_chat_template(ckpt_dir: Path) -> bool:
@@ -81,7 +96,8 @@ class Evaluator:
         self.items_paths = world_items(world_dir)
         self.backend_name = resolve_backend(cfg.backend.name)
         self.deferred: list[Target] = []
-        self.computed = 0
+        self.computed = 0  # evaluations written (re-judged ones included)
+        self.rejudged = 0  # of those, judged again from stored answers, nothing generated
 
     # ------------------------------------------------------------------ keys
 
@@ -123,25 +139,70 @@ class Evaluator:
         if not todo:
             return
         start = time.perf_counter()
-        backend = open_backend(target.path, self.cfg.backend, self.cfg.model.trust_remote_code)
+        opened: list[Backend] = []  # the model is loaded only when something is generated
+        generated = []
         try:
             for spec, key, info in todo:
                 reward_path = plan.reward.path if plan.reward is not None and info.fields["reward"] else None
-                (result,) = evaluate(
-                    target.path, target.kind, [spec], backend, self.items_paths, self.card, reward_path,
-                    decoding=self.cfg.backend.decoding, trust_remote_code=self.cfg.model.trust_remote_code,
-                    backend_spec=self.cfg.backend,
-                )
+                gen_key = generation_key(target.content_hash, info)
+                done = self._rejudge(target, spec, info, gen_key, reward_path)
+                if done is None:
+                    if not opened:
+                        opened.append(open_backend(target.path, self.cfg.backend, self.cfg.model.trust_remote_code))
+                    done = self._generate(target, spec, info, opened[0], reward_path)
+                    generated.append(spec.label)
+                result, answers = done
                 self.store.begin_evaluation(
                     key, self.run_id, target.stage, spec.label, info.version, info.items_hash,
-                    self.backend_name, info.decoding, info.fields["reward"],
+                    self.backend_name, info.decoding, info.fields["reward"], generation_key=gen_key,
                 )
-                self.store.write_evaluation(key, result.store_metrics(), result.store_samples())
+                self.store.write_evaluation(key, result.store_metrics(), result.store_samples(), answers)
                 self.computed += 1
         finally:
-            backend.close()
-        names = ", ".join(spec.label for spec, _, _ in todo)
-        self.say(f"  evaluated {target.stage}: {names} in {time.perf_counter() - start:.0f}s")
+            for backend in opened:
+                backend.close()
+        if generated:
+            self.say(f"  evaluated {target.stage}: {', '.join(generated)} in {time.perf_counter() - start:.0f}s")
+
+    def _run(self, target: Target, spec: SuiteSpec, runner: Backend, reward_path: Path | None) -> SuiteResult:
+        (result,) = evaluate(
+            target.path, target.kind, [spec], runner, self.items_paths, self.card, reward_path,
+            decoding=self.cfg.backend.decoding, trust_remote_code=self.cfg.model.trust_remote_code,
+            backend_spec=self.cfg.backend,
+        )
+        return result
+
+    def _generate(self, target: Target, spec: SuiteSpec, info: EvalIdentity, backend: Backend,
+                  reward_path: Path | None) -> tuple[SuiteResult, dict[str, Any] | None]:
+        """Ask the model; keep its answers when the suite's evaluations may be judged again."""
+        if not replayable(spec.name):
+            return self._run(target, spec, backend, reward_path), None
+        recorder = RecordingBackend(backend)
+        result = self._run(target, spec, recorder, reward_path)
+        return result, {**recorder.answers(), "identity": info.fields}
+
+    def _rejudge(self, target: Target, spec: SuiteSpec, info: EvalIdentity, gen_key: str,
+                 reward_path: Path | None) -> tuple[SuiteResult, dict[str, Any]] | None:
+        """The suite run again on the answers stored under ``gen_key`` (None when there are none)."""
+        answers = self.store.stored_answers(gen_key) if replayable(spec.name) else None
+        if answers is None:
+            return None
+        where = f"{spec.label} on {target.stage}"
+        try:
+            replay = ReplayBackend(answers, target.path, f"the stored answers of {where}")
+            result = self._run(target, spec, replay, reward_path)
+        except ReplayMissing as exc:
+            self.say(f"  {where}: {exc}; generating instead")
+            return None
+        before = answers.get("identity") or {}
+        changed = [what for what, fields in (("judge", ("judge", "suite_version")), ("reward model", ("reward",)))
+                   if any(before.get(f) != info.fields[f] for f in fields)]
+        verb = "re-judged" if "judge" in changed else "re-scored"
+        scored = f" and {replay.scored} log-likelihoods" if replay.scored else ""
+        self.say(f"  {where}: {verb} {replay.served} stored responses{scored} "
+                 f"({' and '.join(changed) or 'nothing'} changed), no generation")
+        self.rejudged += 1
+        return result, {**answers, "identity": info.fields}
 
     def flush_deferred(self, reward: Any) -> None:
         """Run the reward-scored suites of checkpoints that were waiting for the reward model."""

@@ -32,7 +32,8 @@ from harness.backends.base import (
     resolve_backend,
 )
 from harness.config import BackendSpec, DecodingSpec, SuiteSpec
-from harness.core.artifacts import canonical_json, sha256_text
+from harness.core import fingerprint
+from harness.core.artifacts import canonical_json, sha256_file, sha256_text
 from harness.core.fingerprint import EVAL_LIBRARIES, code_fingerprint
 from suites import SUITES
 from suites.items import items_hash, select
@@ -41,6 +42,9 @@ from suites.suite import Sample, SuiteContext, SuiteResult, counts_chat_template
 
 log = logging.getLogger(__name__)
 REWARD_SUITES = frozenset({"verbosity"})  # suites that score responses with the run's reward model
+# The judging code: it labels responses and never shapes what the model is asked or answers; with
+# what only it imports (its rule sets) it is left out of an evaluation's generation key.
+JUDGING_MODULES = ("suites.judges", "suites.refusal_rules")
 
 
 def suite_sampling(decoding: DecodingSpec, spec: SuiteSpec) -> Sampling:
@@ -152,6 +156,7 @@ class EvalIdentity:
     version: str  # the suite's version + its code fingerprint, as stored
     items_hash: str
     decoding: dict[str, Any]
+    generation: dict[str, Any]  # what decides the responses alone (see :func:`generation_key`)
 
 
 def planned_decoding(backend: BackendSpec, sampling: Sampling) -> dict[str, Any]:
@@ -177,12 +182,35 @@ def identify(spec: SuiteSpec, items: Sequence[Mapping[str, Any]], backend: Backe
         "judge": judge_identity(spec.judge) if suite.uses_judge else {}, "decoding": decoding,
         "reward": reward_hash, "options": {"options": spec.options, "samples_per_item": spec.samples_per_item},
     }
-    return EvalIdentity(fields, version, fields["items"], decoding)
+    asked = _asking_code([SUITES.module_of(spec.name), BACKENDS.module_of(decoding["backend"])])
+    generation = {k: v for k, v in fields.items() if k not in ("judge", "reward")}
+    generation["suite_version"] = f"{suite.version}+{asked[:12]}"
+    return EvalIdentity(fields, version, fields["items"], decoding, generation)
+
+
+def _asking_code(modules: list[str]) -> str:
+    """sha256 over the suite's and backend's code closure without :data:`JUDGING_MODULES`, and the
+    evaluation libraries: the code that decides what is asked and answered."""
+    root, closure = fingerprint.ROOT, fingerprint.module_closure(modules, leave_out=JUDGING_MODULES)
+    files = {p.relative_to(root).as_posix(): sha256_file(p) for p in closure}
+    return sha256_text(canonical_json({"files": files, "libraries": fingerprint.library_versions(EVAL_LIBRARIES)}))
+
+
+def replayable(suite: str) -> bool:
+    """Whether the suite's evaluations keep their backend answers, to be judged (or reward-scored) again."""
+    return SUITES.get(suite).uses_judge or suite in REWARD_SUITES
 
 
 def eval_key(checkpoint_hash: str, fields: Mapping[str, Any]) -> str:
     """The key of one evaluation: sha256 of the checkpoint's content hash and :func:`identify`'s fields."""
     return sha256_text(canonical_json({"checkpoint": checkpoint_hash, **fields}))
+
+
+def generation_key(checkpoint_hash: str, ident: EvalIdentity) -> str:
+    """The key of an evaluation's responses: its :func:`eval_key` without the judge, the reward model
+    and the judging code. Two evaluations sharing it asked the same model the same things the same
+    way; the later one re-judges the earlier one's stored answers (``harness.eval_runner``)."""
+    return eval_key(checkpoint_hash, ident.generation)
 
 
 def result_key(checkpoint_hash: str, result: SuiteResult) -> str:

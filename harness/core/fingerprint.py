@@ -66,13 +66,16 @@ def _parsed(path: Path, mtime_ns: int, size: int) -> tuple[set[str], bytes]:
     return {n for n in names if n.split(".")[0] in PROJECT_PACKAGES}, hashlib.sha256(source).digest()
 
 
-def module_closure(modules: Iterable[str], root: Path | None = None) -> list[Path]:
-    """Source files of ``modules`` and of every project module they import, transitively (sorted)."""
+def module_closure(modules: Iterable[str], root: Path | None = None, leave_out: Iterable[str] = ()) -> list[Path]:
+    """Source files of ``modules`` and of every project module they import, transitively (sorted).
+    ``leave_out``: modules neither included nor followed (what only they import is left out too)."""
     root = root or ROOT
     seen: dict[Path, None] = {}
     todo = list(modules)
+    skipped = set(leave_out)
     while todo:
-        path = module_file(todo.pop(), root)
+        name = todo.pop()
+        path = None if name in skipped else module_file(name, root)
         if path is None or path in seen or path.relative_to(root).as_posix() in NOT_RESULT_SHAPING:
             continue
         seen[path] = None
