@@ -11,6 +11,7 @@ weights are deleted before the judge changes, so loading the model would fail.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -208,3 +209,63 @@ def test_a_version_1_store_upgrades_and_keeps_its_evaluations(tmp_path: Path) ->
         store.write_evaluation("new", [], [], answers={"version": 1, "generate": []})
         assert store.stored_answers("g2") == {"version": 1, "generate": []} and store.stored_answers("g") is None
 
+
+# --------------------------------------------------------------------------- `harness eval`
+
+
+def harness(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_harness_eval_takes_the_items_of_the_world_a_checkpoint_was_trained_on(
+    tmp_path: Path, sources: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`harness eval` on a harness checkpoint without --world: its lineage (pretrain -> init -> the
+    world's tokenizer) names the world; with a store, a judge change re-judges; a deleted world is an error."""
+    from harness.config import FreshModel, ModelSpec
+    from harness.core.artifacts import Layout
+    from harness.world import generate, preset
+    from training.runtime import execute
+    from training.stage import StageInputs
+
+    layout = Layout.of(tmp_path / "out")
+    world = layout.world_dir("w" * 12)
+    generate(preset("smoke"), world)
+    tiny = ModelSpec(fresh=FreshModel(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
+                                      max_position_embeddings=128))
+    init = execute("init", "init", tiny, StageInputs(parent=world / "tokenizer", data=None), layout)
+    pretrain = execute("pretrain", "pretrain", {"max_steps": 2, "max_length": 64, "per_device_train_batch_size": 4},
+                       StageInputs(parent=init.path, data=world / "pretrain.jsonl"), layout)
+    store = tmp_path / "eval-store"
+    command = ["eval", str(pretrain.path), "--suite", "refusal", "--kind", "sft", "--backend", "hf",
+               "--max-items", "4", "--store", str(store)]
+
+    code, output = harness(*command)
+    assert code == 0, output
+    assert f"items: the world {pretrain.path.name} was trained on, {world}" in output
+    with Store(store) as st:
+        asked = set(st.samples(None, suite="refusal")["item_id"])
+    world_ids = {line.split('"id": "')[1].split('"')[0] for line in (world / "eval" / "refusal.jsonl").open()}
+    assert len(asked) == 4 and asked <= world_ids
+
+    change_the_judge(sources, monkeypatch)
+    code, output = harness(*command)
+    assert code == 0, output
+    assert "refusal on sft: re-judged 4 stored responses (judge changed), no generation" in output
+    with Store(store) as st:
+        assert len(st.evaluations()) == 2 and len(set(generation_keys(st).values())) == 1
+
+    items = shutil.copy(world / "eval" / "refusal.jsonl", tmp_path / "refusal.jsonl")
+    shutil.rmtree(world)
+    code, output = harness(*command)
+    assert code == 2 and "was trained on the world" in output and "no longer exists" in output
+    assert str(world) in output.replace("\n", "")
+    code, output = harness(*command, "--data", str(items))  # the same items by content: reused
+    assert code == 0 and "re-judged" not in output, output
+    with Store(store) as st:
+        assert len(st.evaluations()) == 2
