@@ -16,7 +16,8 @@ Metrics (per-item outcomes in every sample, keyed by metric name):
 - ``hallucination.accuracy``: answerable chat questions whose answer contains the gold or an alias;
 - ``hallucination.confident_wrong_rate``: chat questions (answerable or not) answered wrongly with
   no hedge and no abstention: the hallucination itself;
-- ``hallucination.abstention_rate``: unanswerable questions where the model says it does not know;
+- ``hallucination.abstention_rate``: unanswerable questions where the model says it does not know
+  (or denies that what the question asks about exists);
 - ``hallucination.hedging_rate``: chat answers that signal uncertainty;
 - ``hallucination.consistency`` with ``samples_per_item > 1``: agreement of the answer category.
 
@@ -114,7 +115,7 @@ class HallucinationSuite:
         for (item, j, comp), verdict in zip(gens, verdicts, strict=True):
             answerable = bool(item["answerable"])
             answers = [item.get("gold"), *(item.get("aliases") or [])] if answerable else []
-            label = answer_label(comp.text, verdict, is_correct(comp.text, answers))
+            label = answer_label(comp.text, verdict, is_correct(comp.text, answers), answerable)
             outcome: dict[str, Any] = {"label": label, CONFIDENT_WRONG: float(label == "confident_wrong"),
                                        HEDGING: float(verdict.hedge)}
             if answerable:

@@ -17,8 +17,9 @@ from suites import hallucination as hallucination_mod
 from suites import refusal as refusal_mod
 from suites import truthfulqa as truthfulqa_mod
 from suites.items import ItemsError
+from suites.judges import answer_f1
 from suites.loaders import csv_items, load_suite_items, read_csv, split_answers
-from suites.truthfulqa import answer_f1, mc_scores
+from suites.truthfulqa import mc_scores
 
 XSTEST = (
     "id,prompt,type,label,focus,note\n"
