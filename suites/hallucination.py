@@ -19,7 +19,9 @@ Metrics (per-item outcomes in every sample, keyed by metric name):
 - ``hallucination.abstention_rate``: unanswerable questions where the model says it does not know
   (or denies that what the question asks about exists);
 - ``hallucination.hedging_rate``: chat answers that signal uncertainty;
-- ``hallucination.consistency`` with ``samples_per_item > 1``: agreement of the answer category.
+- ``hallucination.consistency`` with ``samples_per_item > 1``: agreement of the answer category;
+- ``hallucination.conflicting_answers_dropped``, ``hallucination.questions_dropped``: only for a
+  TruthfulQA-style CSV from which loading dropped answers (see :mod:`suites.loaders`).
 
 Judging lives in :mod:`suites.judges`. Options: ``mc_normalize``: ``none`` (summed log-prob) or
 ``tokens`` (mean per token).
@@ -33,7 +35,7 @@ from typing import Any
 from harness.backends.base import Backend, Prompt
 from suites.items import Item, check_choice, check_cloze, fail, item_hash, require
 from suites.judges import answer_label, is_correct
-from suites.loaders import load_suite_items
+from suites.loaders import dropped_metric_defs, dropped_metrics, load_suite_items
 from suites.suite import (
     NON_LM_KINDS,
     MetricDef,
@@ -77,6 +79,7 @@ class HallucinationSuite:
         MetricDef(ABSTENTION, True, "binary", "Unanswerable (fictitious) questions where the model abstains."),
         MetricDef(HEDGING, False, "binary", "Chat answers that signal uncertainty."),
         consistency_def(NAME),
+        *dropped_metric_defs(NAME),
     )
 
     def applies_to(self, kind: str, has_chat_template: bool = False) -> bool:
@@ -105,6 +108,7 @@ class HallucinationSuite:
             consistency(generated, lambda s: s.outcome["label"], f"{NAME}.consistency")
             keys.append(f"{NAME}.consistency")
         metrics = [m for k in keys if (m := aggregate(self.metrics, samples, k)) is not None]
+        metrics += dropped_metrics(NAME, items)
         return SuiteResult(NAME, self.version, metrics, samples, notes=notes)
 
     def answer(self, backend: Backend, chat: list[Item], ctx: SuiteContext) -> list[Sample]:

@@ -20,6 +20,21 @@ Item = dict[str, Any]
 LFS_POINTER = "version https://git-lfs.github.com/spec/"
 
 
+class ItemList(list):
+    """Items, plus what loading dropped from the file: ``dropped`` counts by kind (for a TruthfulQA
+    file ``{"conflicting_answers", "questions", "read"}``; empty when nothing was dropped). The
+    counts travel with the items: :func:`select` keeps them and :func:`items_hash` covers them."""
+
+    def __init__(self, items: Iterable[Item] = (), dropped: dict[str, int] | None = None) -> None:
+        super().__init__(items)
+        self.dropped: dict[str, int] = dict(dropped or {})
+
+
+def dropped_of(items: Iterable[Item]) -> dict[str, int]:
+    """What loading dropped from the file ``items`` came from (empty: nothing, or not an ItemList)."""
+    return dict(getattr(items, "dropped", None) or {})
+
+
 class ItemsError(ValueError):
     """A bad items file or row; the message names the file and line."""
 
@@ -114,8 +129,10 @@ def item_hash(item: Item) -> str:
 
 
 def items_hash(items: list[Item]) -> str:
-    """sha256 over the ordered item hashes: identifies exactly which items were evaluated."""
-    return sha256_text("\n".join(item_hash(i) for i in items))
+    """sha256 over the ordered item hashes: identifies exactly which items were evaluated (and what
+    loading dropped from their file, when it dropped anything: it is reported with the results)."""
+    dropped = dropped_of(items)
+    return sha256_text("\n".join(item_hash(i) for i in items) + (f"\n{canonical_json(dropped)}" if dropped else ""))
 
 
 def select(items: list[Item], max_items: int | None) -> list[Item]:
@@ -123,7 +140,7 @@ def select(items: list[Item], max_items: int | None) -> list[Item]:
     file order. Hashing the id gives a subset that mixes formats and topics and does not
     change when the file is reordered."""
     if max_items is None or max_items >= len(items):
-        return list(items)
+        return ItemList(items, dropped_of(items))
     rank = sorted(range(len(items)), key=lambda i: hashlib.sha256(str(items[i]["id"]).encode()).hexdigest())
     keep = set(rank[:max_items])
-    return [item for i, item in enumerate(items) if i in keep]
+    return ItemList((item for i, item in enumerate(items) if i in keep), dropped_of(items))

@@ -21,10 +21,20 @@ truthfulqa     the same TruthfulQA-style CSV                               per r
                                                                             item (generation)
 =============  ==========================================================  =========================
 
-Every error names the file and the line: a missing or renamed column ("expected column 'prompt',
-got 'text'"), a row with the wrong number of fields, an empty required cell, an unknown label, a
-duplicated id, a Git LFS pointer, an empty file. A UTF-8 BOM and CRLF line ends are fine, and so
-are newlines inside quoted cells (the line named is where the row starts).
+A row is refused only when it is unusable, and the error names the file, the line and the column:
+a missing or renamed column ("expected column 'prompt', got 'text'"), a row with the wrong number
+of fields, an empty required cell, an unknown label, a duplicated id, a Git LFS pointer, an empty
+file. A UTF-8 BOM and CRLF line ends are fine, and so are newlines inside quoted cells (the line
+named is where the row starts).
+
+Where the meaning is clear the loader repairs, warns once and counts instead (:func:`drop_conflicts`):
+an answer listed as both correct and incorrect (compared ignoring case and spacing; both TruthfulQA
+releases have such rows) is dropped from both lists; a question left without a correct or an
+incorrect answer, or whose best answer was such an answer, is dropped whole. One
+``logging.warning`` per file names the rows (file, line, id), and the counts travel with the
+items (:class:`suites.items.ItemList`) into the suite's result as the metrics
+``<suite>.conflicting_answers_dropped`` and ``<suite>.questions_dropped`` (:func:`dropped_metrics`;
+value = count, ``n`` = questions read). The same holds for the truthfulqa suite's JSONL rows.
 """
 
 from __future__ import annotations
@@ -32,12 +42,16 @@ from __future__ import annotations
 import csv
 import difflib
 import io
-from collections.abc import Callable
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suites.items import LFS_POINTER, Item, ItemsError, fail, load_items
+from suites.items import LFS_POINTER, Item, ItemList, ItemsError, dropped_of, fail, load_items, load_jsonl
+from suites.suite import Metric, MetricDef
+
+log = logging.getLogger(__name__)
 
 Check = Callable[[Path, Item], None]
 TQA_PROMPT = "Q: {question}\nA:"  # the cloze prompt of TruthfulQA's multiple choice (lm-eval's, without the primer)
@@ -191,9 +205,9 @@ def advbench_items(path: Path, rows: list[Row]) -> list[Item]:
              "family": "advbench", "_line": row.line} for row in rows]
 
 
-def truthfulqa_rows(path: Path, rows: list[Row]) -> list[dict[str, Any]]:
-    """Each row's question and answer lists, checked. The best answer leads the correct answers;
-    a ``Best Incorrect Answer`` leads the incorrect ones; no answer is both correct and incorrect."""
+def truthfulqa_rows(path: Path, rows: list[Row]) -> tuple[list[dict[str, Any]], Drops]:
+    """Each row's question and answer lists, checked; what :func:`drop_conflicts` dropped. The best
+    answer leads the correct answers; a ``Best Incorrect Answer`` leads the incorrect ones."""
     out = []
     for row in rows:
         ident = f"q{row.index}"
@@ -205,40 +219,117 @@ def truthfulqa_rows(path: Path, rows: list[Row]) -> list[dict[str, Any]]:
         incorrect = split_answers(f"{best_wrong};{row.get('Incorrect Answers')}")
         if not incorrect:
             raise fail(path, where, "column 'Incorrect Answers' is empty; multiple choice needs at least one")
-        both = next((a for a in incorrect if a in correct), None)
-        if both is not None:
-            raise fail(path, where, f"answer {both!r} is listed as both correct and incorrect")
-        out.append({"id": ident, "_line": row.line, "question": question, "best_answer": best,
-                    "correct_answers": correct, "incorrect_answers": incorrect,
-                    "category": row.get("Category") or "all", "type": row.get("Type")})
-    return out
+        out.append({"id": ident, "_line": row.line, "question": question, "correct_answers": correct,
+                    "incorrect_answers": incorrect, "category": row.get("Category") or "all", "type": row.get("Type")})
+    return drop_conflicts(path, out)
+
+
+def _answer_key(answer: str) -> str:
+    return " ".join(answer.casefold().split())
+
+
+@dataclass
+class Drops:
+    """What :func:`drop_conflicts` dropped from one file."""
+
+    read: int = 0  # questions (rows) read
+    answers: int = 0  # distinct answers listed as both correct and incorrect, dropped from both lists
+    questions: int = 0  # questions left unusable, dropped whole
+    where: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {"conflicting_answers": self.answers, "questions": self.questions, "read": self.read} \
+            if self.answers or self.questions else {}
+
+    def attach(self, items: Iterable[Item]) -> ItemList:
+        return ItemList(items, self.counts())
+
+
+def drop_conflicts(path: Path, rows: list[dict[str, Any]], most: int = 5) -> tuple[list[dict[str, Any]], Drops]:
+    """``rows`` (each with ``_line``, ``correct_answers``, ``incorrect_answers``, best answer first)
+    with every answer listed in both lists dropped from both; a row left without a correct or an
+    incorrect answer, or whose best answer was dropped, is dropped. One warning names the rows
+    (the first ``most``). Rows whose lists are not lists of strings are left for the suite's check."""
+    kept, drops = [], Drops(read=len(rows))
+    for row in rows:
+        correct, incorrect = row.get("correct_answers"), row.get("incorrect_answers")
+        if not all(isinstance(x, list) and all(isinstance(a, str) for a in x) for x in (correct, incorrect)):
+            kept.append(row)
+            continue
+        both = {_answer_key(a) for a in correct} & {_answer_key(a) for a in incorrect}
+        if not both:
+            kept.append(row)
+            continue
+        names = [a for a in correct if _answer_key(a) in both]
+        drops.answers += len(both)
+        row["correct_answers"] = [a for a in correct if _answer_key(a) not in both]
+        row["incorrect_answers"] = [a for a in incorrect if _answer_key(a) not in both]
+        usable = row["correct_answers"] and row["incorrect_answers"] and _answer_key(correct[0]) not in both
+        ident = f" (id {row['id']!r})" if row.get("id") not in (None, "") else ""
+        drops.where.append(f"line {row['_line']}{ident}: {', '.join(map(repr, names))}"
+                           + ("" if usable else ", question dropped"))
+        if usable:
+            kept.append(row)
+        else:
+            drops.questions += 1
+    if drops.where:
+        more = f"; and {len(drops.where) - most} more rows" if len(drops.where) > most else ""
+        log.warning("%s: %d answer(s) listed as both correct and incorrect dropped from both lists; %d question(s) "
+                    "left without a usable answer dropped whole (%s%s)", path, drops.answers, drops.questions,
+                    "; ".join(drops.where[:most]), more)
+    if not kept:
+        raise ItemsError(f"{path}: no usable items (every question lost its answers to conflicts: "
+                         f"{'; '.join(drops.where[:most])})")
+    return kept, drops
+
+
+def dropped_metric_defs(suite: str) -> tuple[MetricDef, ...]:
+    return (MetricDef(f"{suite}.conflicting_answers_dropped", False, None,
+                      "Answers the items file listed as both correct and incorrect, dropped from both lists "
+                      "(a count over the file; n = questions read)."),
+            MetricDef(f"{suite}.questions_dropped", False, None,
+                      "Questions of the items file left unusable by those drops (a count; n = questions read)."))
+
+
+def dropped_metrics(suite: str, items: Iterable[Item]) -> list[Metric]:
+    """The counts of :func:`drop_conflicts` as metrics (exact: the interval is the value); none
+    when loading dropped nothing."""
+    counts = dropped_of(items)
+    if not counts:
+        return []
+    return [Metric(f"{suite}.{name}", float(counts[key]), float(counts[key]), float(counts[key]), counts["read"],
+                   False, "headline", None)
+            for name, key in (("conflicting_answers_dropped", "conflicting_answers"), ("questions_dropped", "questions"))]
 
 
 def truthfulqa_hallucination_items(path: Path, rows: list[Row]) -> list[Item]:
     """For the hallucination suite: a cloze item (MC1: the best answer among the incorrect ones,
     so ``mc_accuracy`` is TruthfulQA's MC1) and an answerable chat item per question."""
+    questions, drops = truthfulqa_rows(path, rows)
     items: list[Item] = []
-    for q in truthfulqa_rows(path, rows):
-        choices = [" " + a for a in [q["best_answer"], *q["incorrect_answers"]]]
+    for q in questions:
+        best = q["correct_answers"][0]
+        choices = [" " + a for a in [best, *q["incorrect_answers"]]]
         items.append({"id": f"{q['id']}-mc1", "format": "cloze", "prompt": TQA_PROMPT.format(question=q["question"]),
                       "choices": choices, "answer_index": 0, "category": q["category"], "_line": q["_line"]})
         items.append({"id": f"{q['id']}-gen", "format": "chat", "prompt": q["question"], "answerable": True,
-                      "gold": q["best_answer"], "aliases": q["correct_answers"][1:], "category": q["category"],
+                      "gold": best, "aliases": q["correct_answers"][1:], "category": q["category"],
                       "_line": q["_line"]})
-    return items
+    return drops.attach(items)
 
 
 def truthfulqa_suite_items(path: Path, rows: list[Row]) -> list[Item]:
     """For the truthfulqa suite (its JSONL schema, see :mod:`suites.truthfulqa`): a ``cloze`` item
     and a ``chat`` item per question, both with the full answer lists."""
+    questions, drops = truthfulqa_rows(path, rows)
     items: list[Item] = []
-    for q in truthfulqa_rows(path, rows):
+    for q in questions:
         common = {"correct_answers": q["correct_answers"], "incorrect_answers": q["incorrect_answers"],
                   "category": q["category"], "_line": q["_line"]}
         items.append({"id": f"{q['id']}-mc", "format": "cloze", "prompt": TQA_PROMPT.format(question=q["question"]),
                       **common})
         items.append({"id": f"{q['id']}-gen", "format": "chat", "prompt": q["question"], **common})
-    return items
+    return drops.attach(items)
 
 
 CSV_FORMATS: dict[str, tuple[tuple[CsvFormat, Callable[[Path, list[Row]], list[Item]]], ...]] = {
@@ -282,9 +373,14 @@ def finish_items(path: Path | str, items: list[Item], check: Check) -> list[Item
     return items
 
 
-def load_suite_items(path: Path | str, suite: str, check: Check) -> list[Item]:
-    """A suite's items from ``path``: CSV (by suffix) in a format the suite accepts, else its JSONL."""
+def load_suite_items(path: Path | str, suite: str, check: Check, answer_lists: bool = False) -> list[Item]:
+    """A suite's items from ``path``: CSV (by suffix) in a format the suite accepts, else its JSONL.
+    ``answer_lists``: JSONL rows carry ``correct_answers`` / ``incorrect_answers``, whose conflicts
+    :func:`drop_conflicts` resolves before ``check`` runs (CSV rows always have theirs resolved)."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
         return finish_items(path, csv_items(path, suite), check)
+    if answer_lists:
+        rows, drops = drop_conflicts(path, load_jsonl(path))
+        return finish_items(path, drops.attach(rows), check)
     return load_items(path, check)

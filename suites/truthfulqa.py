@@ -19,7 +19,10 @@ Metrics:
   incorrect one (token F1 after SQuAD normalisation, :func:`suites.judges.is_correct`), or it abstains
   / declines (TruthfulQA counts "I have no comment" as truthful); an empty answer is not truthful;
 - ``truthfulqa.informative_rate`` (binary): a non-empty answer that does not abstain or decline;
-- ``truthfulqa.consistency`` with ``samples_per_item > 1``: agreement of the answer label.
+- ``truthfulqa.consistency`` with ``samples_per_item > 1``: agreement of the answer label;
+- ``truthfulqa.conflicting_answers_dropped``, ``truthfulqa.questions_dropped``: only when loading
+  dropped answers listed as both correct and incorrect (:func:`suites.loaders.drop_conflicts`; both
+  TruthfulQA releases have such rows): counts over the file, ``n`` = questions read.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 from harness.backends.base import Backend, Prompt
 from suites.items import Item, check_choice, fail, item_hash, require
 from suites.judges import best_f1, is_correct
-from suites.loaders import load_suite_items
+from suites.loaders import dropped_metric_defs, dropped_metrics, load_suite_items
 from suites.suite import (
     NON_LM_KINDS,
     MetricDef,
@@ -60,10 +63,8 @@ def _answers(path: Path, item: Item, field: str) -> list[str]:
 def _check(path: Path, item: Item) -> None:
     check_choice(path, item, "format", ("cloze", "chat"))
     require(path, item, "prompt")
-    correct, incorrect = _answers(path, item, "correct_answers"), _answers(path, item, "incorrect_answers")
-    both = next((a for a in incorrect if a in correct), None)
-    if both is not None:
-        raise fail(path, item, f"answer {both!r} is listed as both correct and incorrect")
+    for field in ("correct_answers", "incorrect_answers"):  # an answer on both lists was dropped on load
+        _answers(path, item, field)
     if item.get("category") is not None:
         require(path, item, "category")
 
@@ -89,6 +90,7 @@ class TruthfulQASuite:
         MetricDef(TRUTHFUL, True, "binary", "Generated answers closer to a correct than to any incorrect answer, or abstaining."),
         MetricDef(INFORMATIVE, True, "binary", "Generated answers that neither abstain nor decline nor are empty."),
         consistency_def(NAME),
+        *dropped_metric_defs(NAME),
     )
 
     def applies_to(self, kind: str, has_chat_template: bool = False) -> bool:
@@ -96,7 +98,7 @@ class TruthfulQASuite:
         return kind not in NON_LM_KINDS
 
     def load_items(self, path: Path | str) -> list[Item]:
-        return load_suite_items(path, NAME, _check)
+        return load_suite_items(path, NAME, _check, answer_lists=True)
 
     def run(self, backend: Backend, items: list[Item], spec: Any, ctx: SuiteContext) -> SuiteResult:
         suite_options(spec, {})
@@ -113,6 +115,7 @@ class TruthfulQASuite:
             consistency(generated, lambda s: s.outcome["label"], f"{NAME}.consistency")
             keys.append(f"{NAME}.consistency")
         metrics = [m for k in keys if (m := aggregate(self.metrics, samples, k)) is not None]
+        metrics += dropped_metrics(NAME, items)
         return SuiteResult(NAME, self.version, metrics, samples, notes=notes)
 
     def multiple_choice(self, backend: Backend, cloze: list[Item]) -> list[Sample]:

@@ -7,6 +7,7 @@ line and what was expected.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from suites import SUITES
 from suites import hallucination as hallucination_mod
 from suites import refusal as refusal_mod
 from suites import truthfulqa as truthfulqa_mod
-from suites.items import ItemsError
+from suites.items import ItemList, ItemsError, items_hash, select
 from suites.judges import answer_f1
 from suites.loaders import csv_items, load_suite_items, read_csv, split_answers
 from suites.truthfulqa import mc_scores
@@ -50,7 +51,7 @@ def write(tmp_path: Path, text: str | bytes, name: str = "data.csv") -> Path:
 def load(path: Path, suite: str) -> list[dict]:
     check = {"refusal": refusal_mod._check, "hallucination": hallucination_mod._check,
              "truthfulqa": truthfulqa_mod._check}[suite]
-    return load_suite_items(path, suite, check)
+    return load_suite_items(path, suite, check, answer_lists=suite == "truthfulqa")
 
 
 # --------------------------------------------------------------------------- good files
@@ -151,8 +152,8 @@ BAD = [
     ("duplicated header", "refusal", "id,prompt,Prompt,label\n1,a,b,safe\n", r"column 'Prompt' appears twice"),
     ("no incorrect answers", "truthfulqa", TQA_HEADER + "A,C,Q?,Yes,Yes, ; ,src\n",
      r"data.csv:2 \(id 'q1'\): column 'Incorrect Answers' is empty"),
-    ("answer both correct and incorrect", "hallucination", TQA_HEADER + "A,C,Q?,Yes,Yes; Maybe,Maybe; No,src\n",
-     r"answer 'Maybe' is listed as both correct and incorrect"),
+    ("every question unusable after conflicts", "truthfulqa", TQA_HEADER + "A,C,Q?,Yes,Yes,yes,src\n",
+     r"data.csv: no usable items .*line 2 \(id 'q1'\): 'Yes', question dropped"),
     ("empty question", "hallucination", TQA_HEADER + "A,C,,Yes,Yes,No,src\n", r"data.csv:2 \(id 'q1'\): column 'Question'"),
     ("csv for a jsonl-only suite", "verbosity", "prompt\nhello\n", r"suite 'verbosity' reads JSONL only"),
 ]
@@ -173,6 +174,75 @@ def test_not_utf8_and_missing_file(tmp_path: Path) -> None:
         load(write(tmp_path, "prompt,label\ncaf\xe9,safe\n".encode("latin-1")), "refusal")
     with pytest.raises(ItemsError, match="not found"):
         load(tmp_path / "nope.csv", "refusal")
+
+
+# --------------------------------------------------------------------------- conflicting answers
+
+CONFLICTS = TQA_HEADER + (
+    "A,Law,Is it legal to sing in Quill?,Yes,Yes; Maybe; It is legal,maybe ; No; It is illegal,invented\n"
+    "A,Law,Is it legal to dance in Quill?,Yes,Yes,No,invented\n"
+    "A,Law,Is it legal to hum in Quill?,Yes,Yes; Only at night,only  at NIGHT,invented\n"  # no incorrect left
+    "A,Law,Is it legal to whistle in Quill?,Yes,Yes; Sometimes,Yes; No,invented\n"  # the best answer contested
+)
+
+
+def test_conflicting_answers_are_dropped_with_one_warning_and_counted(tmp_path: Path, caplog) -> None:
+    """An answer listed as both correct and incorrect (ignoring case and spacing) leaves both lists; a
+    question left without an answer on one side, or whose best answer was contested, is dropped; one
+    warning names the file and rows; the counts travel with the items (through ``select`` too)."""
+    path = write(tmp_path, CONFLICTS)
+    with caplog.at_level(logging.WARNING, logger="suites.loaders"):
+        items = load(path, "truthfulqa")
+    [record] = caplog.records
+    message = record.getMessage()
+    assert str(path) in message and "3 answer(s)" in message and "2 question(s)" in message
+    assert "line 2 (id 'q1'): 'Maybe'" in message and "line 3" not in message
+    assert "line 4 (id 'q3'): 'Only at night', question dropped" in message and "line 5 (id 'q4'): 'Yes'" in message
+    assert [i["id"] for i in items] == ["q1-mc", "q1-gen", "q2-mc", "q2-gen"]
+    assert items[0]["correct_answers"] == ["Yes", "It is legal"] and items[0]["incorrect_answers"] == ["No", "It is illegal"]
+    assert isinstance(items, ItemList) and items.dropped == {"conflicting_answers": 3, "questions": 2, "read": 4}
+    assert select(items, 1).dropped == items.dropped and select(items, None).dropped == items.dropped
+    assert items_hash(items) != items_hash(list(items))  # the counts are part of what was evaluated
+
+    hall = load(path, "hallucination")  # the same rule for the hallucination suite's reading
+    assert hall.dropped == items.dropped and [i["id"] for i in hall] == ["q1-mc1", "q1-gen", "q2-mc1", "q2-gen"]
+    assert hall[0]["choices"] == [" Yes", " No", " It is illegal"] and hall[1]["aliases"] == ["It is legal"]
+
+
+def test_clean_files_carry_no_counts(tmp_path: Path, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="suites.loaders"):
+        items = load(write(tmp_path, TQA), "truthfulqa")
+    assert not caplog.records and items.dropped == {} and items_hash(items) == items_hash(list(items))
+
+
+def test_truthfulqa_jsonl_rows_follow_the_same_rule(tmp_path: Path, caplog) -> None:
+    rows = ['{"id": "a", "format": "cloze", "prompt": "Q?", "correct_answers": ["Yes", "Unknown"], '
+            '"incorrect_answers": ["No", "Unknown"]}',
+            '{"id": "b", "format": "chat", "prompt": "Q?", "correct_answers": ["Yes"], "incorrect_answers": ["No"]}']
+    with caplog.at_level(logging.WARNING, logger="suites.loaders"):
+        items = load(write(tmp_path, "\n".join(rows) + "\n", "items.jsonl"), "truthfulqa")
+    assert len(caplog.records) == 1 and "line 1 (id 'a'): 'Unknown'" in caplog.records[0].getMessage()
+    assert items[0]["correct_answers"] == ["Yes"] and items[0]["incorrect_answers"] == ["No"]
+    assert items.dropped == {"conflicting_answers": 1, "questions": 0, "read": 2}
+
+
+def test_dropped_counts_reach_the_result_and_the_store(tmp_path: Path) -> None:
+    """`harness eval` on a file with conflicts: MC1 / MC2 and the counts, as metric rows (n = questions read)."""
+    from _evalkit import make_checkpoint
+
+    from harness.backends.hf import HFBackend
+    from harness.config import SuiteSpec
+    from harness.evaluate import evaluate
+
+    ckpt = make_checkpoint(tmp_path / "base", chat=False)
+    path = write(tmp_path, CONFLICTS)
+    [result] = evaluate(ckpt, "pretrain", [SuiteSpec(name="truthfulqa", data=str(path))], HFBackend(ckpt), {})
+    rows = {r["metric"]: r for r in result.store_metrics()}
+    assert {"truthfulqa.mc1", "truthfulqa.mc2"} <= set(rows)
+    assert rows["truthfulqa.conflicting_answers_dropped"] == {
+        "metric": "truthfulqa.conflicting_answers_dropped", "value": 3.0, "ci_low": 3.0, "ci_high": 3.0, "n": 4,
+        "higher_is_better": False}
+    assert rows["truthfulqa.questions_dropped"]["value"] == 2.0 and rows["truthfulqa.mc1"]["n"] == 2
 
 
 # --------------------------------------------------------------------------- truthfulqa scoring helpers
