@@ -52,6 +52,7 @@ from suites.items import LFS_POINTER, Item, ItemList, ItemsError, dropped_of, fa
 from suites.suite import Metric, MetricDef
 
 log = logging.getLogger(__name__)
+_WARNED: set[tuple[str, ...]] = set()  # (file, rows): a file loaded again (each checkpoint, each key) warns once
 
 Check = Callable[[Path, Item], None]
 TQA_PROMPT = "Q: {question}\nA:"  # the cloze prompt of TruthfulQA's multiple choice (lm-eval's, without the primer)
@@ -249,7 +250,7 @@ def drop_conflicts(path: Path, rows: list[dict[str, Any]], most: int = 5) -> tup
     """``rows`` (each with ``_line``, ``correct_answers``, ``incorrect_answers``, best answer first)
     with every answer listed in both lists dropped from both; a row left without a correct or an
     incorrect answer, or whose best answer was dropped, is dropped. One warning names the rows
-    (the first ``most``). Rows whose lists are not lists of strings are left for the suite's check."""
+    (the first ``most``), once per process for one file's rows. Rows whose lists are not lists of strings are left for the suite's check."""
     kept, drops = [], Drops(read=len(rows))
     for row in rows:
         correct, incorrect = row.get("correct_answers"), row.get("incorrect_answers")
@@ -272,7 +273,9 @@ def drop_conflicts(path: Path, rows: list[dict[str, Any]], most: int = 5) -> tup
             kept.append(row)
         else:
             drops.questions += 1
-    if drops.where:
+    seen = (str(Path(path).resolve()), *drops.where)
+    if drops.where and seen not in _WARNED:
+        _WARNED.add(seen)
         more = f"; and {len(drops.where) - most} more rows" if len(drops.where) > most else ""
         log.warning("%s: %d answer(s) listed as both correct and incorrect dropped from both lists; %d question(s) "
                     "left without a usable answer dropped whole (%s%s)", path, drops.answers, drops.questions,

@@ -204,7 +204,9 @@ def test_conflicting_answers_are_dropped_with_one_warning_and_counted(tmp_path: 
     assert select(items, 1).dropped == items.dropped and select(items, None).dropped == items.dropped
     assert items_hash(items) != items_hash(list(items))  # the counts are part of what was evaluated
 
-    hall = load(path, "hallucination")  # the same rule for the hallucination suite's reading
+    with caplog.at_level(logging.WARNING, logger="suites.loaders"):
+        hall = load(path, "hallucination")  # the same rule for the hallucination suite's reading
+    assert len(caplog.records) == 1  # the same file's rows again (each checkpoint of a run): warned once
     assert hall.dropped == items.dropped and [i["id"] for i in hall] == ["q1-mc1", "q1-gen", "q2-mc1", "q2-gen"]
     assert hall[0]["choices"] == [" Yes", " No", " It is illegal"] and hall[1]["aliases"] == ["It is legal"]
 
