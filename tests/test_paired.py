@@ -45,6 +45,7 @@ def test_sign_flip_exact_by_hand() -> None:
     assert sign_flip_pvalue([1, 1, 1, 1, 1]) == pytest.approx(2 / 32)
     assert sign_flip_pvalue([-1, 1]) == 1.0
     assert sign_flip_pvalue([]) == 1.0 and sign_flip_pvalue([0.0, 0.0]) == 1.0
+    assert sign_flip_pvalue([0.0, -1.7e-06, 0.0]) == 1.0  # one non-zero difference: both flips tie
 
 
 def test_sign_flip_exact_matches_scipy() -> None:

@@ -33,6 +33,10 @@ def test_smoke_run_trains_and_evaluates_every_stage(smoke_run) -> None:
         by_stage = metrics.groupby("stage")["suite"].unique().to_dict()
         # knowledge by cloze at every LM checkpoint, behaviour on chat checkpoints, reward model's own metrics
         assert "topic_coverage" in by_stage["init"] and "topic_coverage" in by_stage["pretrain"]
+        # the world's random-weights init carries the world tokenizer's template but is no chat checkpoint
+        assert not {"refusal", "verbosity"} & set(by_stage["init"])
+        init_metrics = set(metrics[metrics["stage"] == "init"]["metric"])
+        assert "hallucination.mc_accuracy" in init_metrics and "hallucination.abstention_rate" not in init_metrics
         for stage in ("sft", "dpo"):
             assert {"hallucination", "refusal", "verbosity", "topic_coverage"} <= set(by_stage[stage])
         assert set(by_stage["reward"]) == {"reward_model"}

@@ -73,14 +73,14 @@ def sign_flip_pvalue(
     the two-sided test. Zero differences are the same under any flip, so they are dropped.
     With m ≤ ``exact_max_n`` non-zero differences all 2^m flips are enumerated:
     ``p = #{|T*| >= |T|} / 2^m``. Otherwise ``n_permutations`` seeded random flips give
-    ``p = (#{|T*| >= |T|} + 1) / (n_permutations + 1)``, never 0. 1.0 when there is no
+    ``p = (#{|T*| >= |T|} + 1) / (n_permutations + 1)``, never 0. 1.0 when there is at most one
     non-zero difference.
     """
     d = np.asarray(diffs, dtype=float)
     if not np.all(np.isfinite(d)):
         raise ValueError("paired differences must be finite")
     d = d[d != 0]
-    if d.size == 0:
+    if d.size <= 1:  # one difference: both of its 2 flips give the same |T|, so p = 2/2 (scipy needs 2)
         return 1.0
     exact = d.size <= exact_max_n
     res = sps.permutation_test((d,), _abs_sum, permutation_type="samples", vectorized=True,
