@@ -41,6 +41,7 @@ class RunData:
     effects: pd.DataFrame
     evaluations: pd.DataFrame
     problems: list[str] = field(default_factory=list)
+    judges: pd.DataFrame = field(default_factory=pd.DataFrame)  # judge validity: agreement with human labels
 
     @property
     def stages(self) -> list[str]:
@@ -98,18 +99,20 @@ def load_run(path: str, run_id: str, token: str) -> RunData:
         raw = [_read(lambda: store.checkpoints(run_id), "checkpoints", _CHECKPOINT_COLUMNS, problems),
                _read(lambda: store.metrics(run_id), "metrics", _METRIC_COLUMNS, problems),
                _read(lambda: store.effects(run_id), "effects", _EFFECT_COLUMNS, problems),
-               _read(lambda: store.evaluations(run_id), "evaluations", ["stage", "suite", "eval_key"], problems)]
+               _read(lambda: store.evaluations(run_id), "evaluations", ["stage", "suite", "eval_key"], problems),
+               _read(lambda: store.judge_validity(run_id), "judge validity", _JUDGE_COLUMNS, problems)]
     checkpoints = clean_checkpoints(raw[0], problems)
     metrics = clean_metrics(raw[1], problems)
     effects = clean_effects(raw[2], problems)
     run["config"] = run.get("config") if isinstance(run.get("config"), dict) else {}
     run["world_card"] = run.get("world_card") if isinstance(run.get("world_card"), dict) else None
-    return RunData(run, checkpoints, metrics, effects, raw[3], problems)
+    return RunData(run, checkpoints, metrics, effects, raw[3], problems, _numeric(raw[4], _JUDGE_COLUMNS[2:-1]))
 
 
 _CHECKPOINT_COLUMNS = ["stage", "kind", "parent_stage", "inputs", "content_hash", "path", "status", "metrics",
                        "created_at", "updated_at"]
 _METRIC_COLUMNS = ["stage", "suite", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better", "backend"]
+_JUDGE_COLUMNS = ["suite", "file", "n", "agreement", "kappa", "precision", "recall", "judge_json"]
 _EFFECT_COLUMNS = ["stage", "parent_stage", "metric", "effect", "ci_low", "ci_high", "p_value", "p_adjusted", "n",
                    "test", "attributed", "expected_direction", "family", "details"]
 

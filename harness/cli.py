@@ -13,6 +13,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from harness.cli_judge import judge_app
 from harness.config import ConfigError, dump, load_config
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Validate and show pipeline configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(judge_app, name="judge")
 console = Console()
 err_console = Console(stderr=True)
 

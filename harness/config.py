@@ -91,6 +91,7 @@ def registry_errors(cfg: PipelineConfig) -> list[tuple[str, str]]:
     for i, suite in enumerate(cfg.suites):
         if suite.name not in SUITES:
             errors.append((f"suites[{i}].name", SUITES.unknown_message(suite.name)))
+        errors += judge_errors(suite.judge, f"suites[{i}].judge")
     if cfg.backend.name != "auto" and cfg.backend.name not in BACKENDS:
         errors.append(("backend.name", BACKENDS.unknown_message(cfg.backend.name) + " or 'auto'"))
     if cfg.world is not None:
@@ -98,6 +99,29 @@ def registry_errors(cfg: PipelineConfig) -> list[tuple[str, str]]:
             world_config(cfg.world)
         except (ValidationError, ValueError, KeyError) as exc:
             errors += nested_errors("world", exc)
+    return errors
+
+
+def judge_errors(judge: Any, at: str) -> list[tuple[str, str]]:
+    """A judge's files exist and its template is usable (before anything trains)."""
+    from suites.judges import load_template
+
+    errors = []
+    if judge.kind == "llm" and not judge.model:
+        errors.append((f"{at}.model", "judge.kind 'llm' needs judge.model: the judge model's folder"))
+    if judge.template is not None:
+        if judge.kind != "llm":
+            errors.append((f"{at}.template", "a template is for an LLM judge (kind: llm)"))
+        elif not Path(judge.template).is_file():
+            errors.append((f"{at}.template", f"file not found: {judge.template}"))
+        else:
+            try:
+                load_template(judge.template)
+            except ValueError as exc:
+                errors.append((f"{at}.template", str(exc)))
+    for j, path in enumerate(judge.validation):
+        if not Path(path).is_file():
+            errors.append((f"{at}.validation[{j}]", f"file not found: {path} (human-labelled completions, CSV)"))
     return errors
 
 

@@ -41,6 +41,7 @@ from harness.core.artifacts import Layout
 from harness.core.config_errors import format_errors
 from harness.core.store import Store
 from harness.eval_runner import EvalPlan, Evaluator
+from harness.judge_check import validate_judges
 
 
 @dataclass
@@ -222,6 +223,7 @@ class Pipeline:
             run_id = None if self.new_run else _existing_run(store, cfg, card)
             run_id = store.create_run(cfg.name, dump(cfg), card, run_id=run_id)
             self.say(f"run [bold]{run_id}[/] ({cfg.name}) -> {self.layout.output_dir}")
+            validate_judges(cfg.suites, store, run_id, self.say, cfg.model.trust_remote_code)
             evaluator = Evaluator(cfg, store, run_id, world_dir, card, self.say)
             order = topological_order(cfg)
             reward_stage = next((s.name for s in order if s.kind == "reward"), None)

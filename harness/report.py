@@ -8,8 +8,10 @@ Lineage decompositions are re-derived from the stored samples (pure and determin
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -113,6 +115,9 @@ def render_report(store: Store, run_id: str | None = None) -> str:
            f"Stages (lineage order): {' → '.join(stages) or '—'}; α = {spec.alpha} (Holm); "
            f"{interval_label(effects)}.", ""]
     out += _summary_section(metrics, stages)
+    validity = judge_validity_lines(store, run_id)
+    if validity:
+        out += ["## Judge validity (agreement with human labels)", "", *(f"- {line}" for line in validity), ""]
     head = [r for r in effects if r["family"] == "headline"]
     out += ["## Stage effects (child − parent on the same items)", ""]
     out += _table(["stage", "parent", "metric", "effect [CI]", "min effect", "p", "p (Holm)", "n", "test",
@@ -134,6 +139,17 @@ def render_report(store: Store, run_id: str | None = None) -> str:
     out += ["## Decision rule", "", decision_rule(spec), ""]
     out += _recovery_section(effects, run.get("world_card"), lin)
     return "\n".join(out).rstrip() + "\n"
+
+
+def judge_validity_lines(store: Store, run_id: str) -> list[str]:
+    """One line per suite entry and labelled file its judge was checked on in this run."""
+    lines = []
+    for r in _records(store.judge_validity(run_id)):
+        judge = json.loads(r["judge_json"])
+        lines.append(f"judge of {r['suite']} ({judge.get('kind')}): agreement {r['agreement']:.3f}, kappa "
+                     f"{r['kappa']:.3f}, refusal precision {r['precision']:.3f} recall {r['recall']:.3f} "
+                     f"(n={r['n']}, {Path(r['file']).name})")
+    return lines
 
 
 def interval_label(effects: list[Row]) -> str:
@@ -253,6 +269,8 @@ def print_report(store: Store, run_id: str | None = None, console: Console | Non
                       _num(r["n"]), r["expected_direction"] or "",
                       "[bold green]✔[/]" if r["attributed"] else "")
     console.print(table)
+    for line in judge_validity_lines(store, run_id):
+        console.print(line, highlight=False, markup=False)
     for r in effects:
         f = r["details"].get("reward_hacking") if r["metric"] == TOKENS_METRIC else None
         if f:

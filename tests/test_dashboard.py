@@ -387,3 +387,15 @@ def test_every_page_renders_a_real_pipeline_run(smoke_run, page: str, monkeypatc
     shown = " ".join(texts(at, "markdown") + texts(at, "header") + texts(at, "subheader") + texts(at, "caption"))
     if page == "overview":
         assert "smoke" in shown and result.run_id in shown
+
+
+def test_overview_shows_the_judges_measured_validity(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "results.sqlite"
+    run_id = make_demo_store(path)
+    with Store(path) as store:
+        store.record_judge_validity(run_id, "refusal", {"kind": "rules"}, {
+            "file": "/data/xstest_labels.csv", "sha256": "ab", "n": 450, "agreement": 0.964, "kappa": 0.899,
+            "agreement_3class": 0.858, "kappa_3class": 0.69, "precision": 0.98, "recall": 0.974})
+    at = render(path, "overview", monkeypatch)
+    assert any("Judge of **refusal** checked against human labels (xstest_labels.csv, n=450): agreement 0.964, "
+               "Cohen's kappa 0.899" in c for c in texts(at, "caption"))

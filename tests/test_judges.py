@@ -212,7 +212,7 @@ def test_rules_judge_batch_and_key() -> None:
 
 
 def test_phrase_lists_are_normalised_and_unique() -> None:
-    for phrases in (judges.REFUSAL_PHRASES, judges.ABSTENTION_PHRASES, judges.HEDGE_PHRASES):
+    for phrases in (judges.ABSTENTION_PHRASES, judges.HEDGE_PHRASES):
         assert len(set(phrases)) == len(phrases)
         assert all(normalize(p) for p in phrases)
 

@@ -3,6 +3,8 @@ edges, headline metrics per stage, checkpoints, and the run's config and world c
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -51,6 +53,10 @@ else:
     wide = latest_value_rows(heads).pivot(index="stage", columns="metric", values="value")
     wide = wide.reindex([s for s in data.stages if s in wide.index])
     common.table(wide.reset_index())
+for j in data.judges.itertuples():
+    st.caption(f"Judge of **{j.suite}** checked against human labels ({Path(str(j.file)).name}, n={j.n}): "
+               f"agreement {common.fmt(j.agreement)}, Cohen's kappa {common.fmt(j.kappa)}, refusal precision "
+               f"{common.fmt(j.precision)}, recall {common.fmt(j.recall)}.")
 
 st.subheader("Checkpoints")
 if not cps.empty:

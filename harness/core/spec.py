@@ -101,6 +101,14 @@ class StageSpec(BaseModel):
 class JudgeSpec(Strict):
     kind: Literal["rules", "llm"] = Field("rules", description="`rules`: documented phrase lists; `llm`: an LLM judge.")
     model: str | None = Field(None, description="Checkpoint folder of the LLM judge (kind=llm).")
+    template: str | None = Field(
+        None, description="LLM judge prompt template file (UTF-8 text with {prompt} and {response}); default: the "
+                          "built-in template (suites.judges.JUDGE_TEMPLATE). Its content hash is in every result's key.")
+    validation: list[str] = Field(
+        default_factory=list,
+        description="Human-labelled completions (CSV: prompt, completion, final_label in XSTest's classes, or label "
+                    "refuse/partial/comply) this judge is checked against when a run starts; agreement and kappa "
+                    "are stored with the run and shown next to the metrics the judge produced (`harness judge check`).")
 
 
 class SuiteSpec(Strict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats as sps
@@ -122,3 +123,18 @@ def ols_slope(x: Sequence[float], y: Sequence[float]) -> float:
     if a.size < 2 or np.all(a == a[0]):
         return 0.0
     return float(sps.linregress(a, b).slope)
+
+
+def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float:
+    """Cohen's kappa of two raters' labels on the same items: (p_o − p_e) / (1 − p_e), where p_e is the
+    agreement expected from each rater's label frequencies alone. 1.0 when both raters agree and use one
+    label only (no disagreement to explain); nan for no items."""
+    if len(a) != len(b):
+        raise ValueError(f"cohen_kappa: {len(a)} labels against {len(b)}")
+    n = len(a)
+    if n == 0:
+        return float("nan")
+    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
+    labels = set(a) | set(b)
+    expected = sum((sum(x == lab for x in a) / n) * (sum(y == lab for y in b) / n) for lab in labels)
+    return 1.0 if expected == 1.0 else (observed - expected) / (1.0 - expected)

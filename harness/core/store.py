@@ -314,6 +314,21 @@ class Store(StoreReaders):
                              "AND sample_index = ?", rows)
         return len(rows)
 
+    def record_judge_validity(self, run_id: str, suite: str, judge: Mapping[str, Any],
+                              validity: Mapping[str, Any]) -> None:
+        """Store a judge's measured agreement with human labels (``harness.judge_check.Validity.to_dict()``)
+        for the suite entry (its label) it judged in this run; replaces a record of the same file."""
+        cols = ("n", "agreement", "kappa", "agreement_3class", "kappa_3class", "precision", "recall")
+        detail = {k: validity[k] for k in ("confusion", "by_type") if k in validity}
+        with self._write() as conn:
+            self._require(conn, "runs", "run_id", run_id)
+            conn.execute(
+                "INSERT OR REPLACE INTO judge_validity(run_id, suite, judge_json, file, file_sha256, n, agreement, "
+                "kappa, agreement_3class, kappa_3class, precision, recall, detail_json, created_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, suite, dumps(judge), str(validity["file"]), str(validity["sha256"]),
+                 *(validity[c] for c in cols), dumps(detail), sch.now_iso()))
+
     def replace_effects(self, run_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
         """Replace all effects of a run in one transaction. Row keys: stage, metric (required;
         a qualified name such as 'verbosity.mean_tokens'), parent_stage, effect, ci_low,

@@ -127,6 +127,12 @@ class StoreReaders:
         df["details"] = [json.loads(s) for s in df.pop("details_json")]
         return df
 
+    def judge_validity(self, run_id: str) -> pd.DataFrame:
+        """The judges' measured agreement with human labels stored with a run, one row per suite and file."""
+        return self._query("SELECT suite, file, file_sha256, n, agreement, kappa, agreement_3class, kappa_3class, "
+                           "precision, recall, judge_json FROM judge_validity WHERE run_id = ? ORDER BY suite, file",
+                           (run_id,))
+
     def last_change(self) -> str:
         """A token that changes on every committed write (``"<count>@<utc time>"``), cheap
         enough to key a dashboard cache on."""

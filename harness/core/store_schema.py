@@ -167,9 +167,32 @@ _V2 = _statements(
     "CREATE INDEX IF NOT EXISTS evaluations_by_generation ON evaluations(generation_key)",
 )
 
+# Version 3: a judge's measured validity (agreement with human labels, `harness judge check`) stored with
+# the run, per suite entry the judge judged, so report and dashboard show it next to that suite's metrics.
+_V3 = _statements(
+    """CREATE TABLE IF NOT EXISTS judge_validity (
+        run_id         TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+        suite          TEXT NOT NULL,
+        judge_json     TEXT NOT NULL,
+        file           TEXT NOT NULL,
+        file_sha256    TEXT NOT NULL,
+        n              INTEGER NOT NULL,
+        agreement      REAL,
+        kappa          REAL,
+        agreement_3class REAL,
+        kappa_3class   REAL,
+        precision      REAL,
+        recall         REAL,
+        detail_json    TEXT NOT NULL DEFAULT '{}',
+        created_at     TEXT NOT NULL,
+        PRIMARY KEY (run_id, suite, file_sha256)
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "evaluations.generation_key, generations (re-judging stored responses)", _V2),
+    Migration(3, "judge_validity (a judge's agreement with human labels, per run and suite)", _V3),
 )
 SCHEMA_VERSION: int = MIGRATIONS[-1].version
 
