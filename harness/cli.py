@@ -263,23 +263,28 @@ def gate(
 
 @app.command("dashboard")
 def dashboard(
-    store: Path = typer.Option(Path("runs/default"), "--store", help="Results store file, or the output_dir holding it."),
+    stores: list[Path] = typer.Option([Path("runs/default")], "--store",
+                                      help="Results store file, or the output_dir holding it; repeat for several. "
+                                           "Visitors can open only these."),
     port: int = typer.Option(8501, "--port", help="Port to serve on."),
-    address: str = typer.Option("127.0.0.1", "--address", help="Interface to listen on (0.0.0.0 to share)."),
+    address: str = typer.Option("127.0.0.1", "--address",
+                                help="Interface to listen on; anything beyond loopback (e.g. 0.0.0.0) exposes every "
+                                     "stored sample to whoever reaches the port: see README, Sharing the dashboard."),
 ) -> None:
-    """Serve the Streamlit dashboard on a results store (read-only).
+    """Serve the Streamlit dashboard on results stores (read-only); stops with it on SIGTERM / Ctrl-C.
 
-    Example: harness dashboard --store runs/default --port 8501
+    Example: harness dashboard --store runs/default --store runs/smoke --port 8501
     """
     from harness.core.store import Store, StoreError
-    from harness.dashboard_server import launch
+    from harness.dashboard_server import serve
 
+    paths: list[str] = []
     try:
-        path = Store.resolve_path(store)
+        paths = list(dict.fromkeys(str(Store.resolve_path(store)) for store in stores))
     except (StoreError, FileNotFoundError) as exc:
         _fail_usage(str(exc))
-    console.print(f"dashboard on http://{address}:{port} for {path}")
-    raise typer.Exit(launch(path, port, headless=True, address=address).wait())
+    console.print(f"dashboard on http://{address}:{port} for {', '.join(paths)}", highlight=False)
+    raise typer.Exit(serve(paths, port, address))
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m harness.cli`
