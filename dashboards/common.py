@@ -1,21 +1,21 @@
 """What every page shares: the selected store and run (chosen in the sidebar by `app.py`),
 the messages for an unusable store, an empty store, a run in progress or failed stages,
-and table display helpers."""
+selectboxes whose choice lives in the URL (deep links), and table display helpers."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from dashboards.data import RunData, load_run, load_samples, short_path
+from dashboards.data import RunData, load_run, load_samples
 
 SELECTION_KEY = "harness_selection"
 RUN_WIDGET_KEY = "run_id"
-STORE_WIDGET_KEY = "store_path"
+STORE_WIDGET_KEY = "store_label"
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Selection:
     """The sidebar's choice, set by `app.py` before the page runs."""
 
     path: str | None  # the resolved store file, None when unusable
+    label: str = ""  # its name for visitors (never the server's path)
     token: str = ""
     runs: pd.DataFrame | None = None
     run_id: str | None = None
@@ -55,8 +56,9 @@ def selection() -> Selection:
 
 def store_message(sel: Selection) -> None:
     """Explain why no store is shown, and how to get one."""
-    st.info(f"{sel.message}\n\nLaunch with `harness dashboard --store PATH` (a `results.sqlite` file or the "
-            "output_dir of a run), or enter the path in the sidebar. `harness run` creates a store.")
+    st.info(f"{sel.message}\n\nThe stores are chosen when the dashboard starts: `harness dashboard --store PATH` "
+            "(a `results.sqlite` file or the output_dir of a run; repeat `--store` for several). "
+            "`harness run` creates a store.")
 
 
 def require_store() -> Selection:
@@ -72,7 +74,7 @@ def require_run() -> PageContext:
     """The selected run's data; a helpful message and `st.stop()` when there is none."""
     sel = require_store()
     if sel.run_id is None:
-        st.info(f"The results store `{short_path(sel.path or '')}` has no runs yet. Start one with "
+        st.info(f"The results store `{sel.label}` has no runs yet. Start one with "
                 "`harness run CONFIG` (it writes results here as each stage finishes), then reload.")
         st.stop()
     data = load_run(sel.path, sel.run_id, sel.token)
@@ -97,6 +99,26 @@ def run_banners(ctx: PageContext) -> None:
         st.warning(f"Failed stage(s): {', '.join(failed)} — no evaluations after them; see the run's log.")
     for problem in ctx.data.problems:
         st.warning(f"Some rows of the store could not be read: {problem}.")
+
+
+def url_select(where: Any, label: str, options: Sequence[Any], param: str, default: int = 0, *, key: str,
+               encode: Callable[[Any], str] = str, pick: Callable[[str, Sequence[Any]], Any] | None = None,
+               write: bool = True, **kwargs: Any) -> Any:
+    """A selectbox whose choice lives in the URL as ``?param=…``: when the widget has no valid
+    state yet (a link was opened, the options changed) it starts at the URL's value when that
+    names an option (`pick`, default: the option whose `encode` equals it), else at
+    ``options[default]``; every run writes the choice back to the URL (unless `write` is False)."""
+    options = list(options)
+    if st.session_state.get(key) not in options:
+        wanted = st.query_params.get(param)
+        found = None
+        if wanted is not None:
+            found = pick(wanted, options) if pick else next((o for o in options if encode(o) == wanted), None)
+        st.session_state[key] = found if found is not None else options[min(default, len(options) - 1)]
+    value = where.selectbox(label, options, key=key, **kwargs)
+    if write:
+        st.query_params[param] = encode(value)
+    return value
 
 
 def in_order(stages: list[str], present: Iterable[Any]) -> list[str]:

@@ -28,6 +28,7 @@ STORE_ENV = "HARNESS_STORE"
 # Outcome keys some writers store without the suite prefix (verbosity rescoring, older rows).
 SHORT_OUTCOME_KEYS = frozenset({"mean_tokens", "mean_words", "reward_mean", "length_ratio",
                                 "length_controlled_reward"})
+HARMFUL_PREFIX = "refusal.harmful_"  # refusal.harmful_refusal_rate, refusal.harmful_partial_rate
 _NUMERIC = ("value", "ci_low", "ci_high", "effect", "p_value", "p_adjusted", "n")
 
 
@@ -55,23 +56,51 @@ class RunData:
         return set(self.metrics["metric"]) if not self.metrics.empty else set()
 
 
-# -- store path ------------------------------------------------------------------------
-def store_path_from(argv: Iterable[str], environ: Mapping[str, str] | None = None) -> str | None:
-    """The store path from ``--store PATH`` / ``--store=PATH`` in `argv`, else $HARNESS_STORE."""
-    args = list(argv)
+# -- store paths ------------------------------------------------------------------------
+def store_paths_from(argv: Iterable[str], environ: Mapping[str, str] | None = None) -> list[str]:
+    """The stores the dashboard was started with: every ``--store PATH`` / ``--store=PATH`` in
+    `argv`, else $HARNESS_STORE (os.pathsep-separated). A visitor can never add one."""
+    args, out = list(argv), []
     for i, arg in enumerate(args):
         if arg == "--store" and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--store="):
-            return arg.split("=", 1)[1]
-    env = os.environ if environ is None else environ
-    return env.get(STORE_ENV) or None
+            out.append(args[i + 1])
+        elif arg.startswith("--store="):
+            out.append(arg.split("=", 1)[1])
+    if not out:
+        env = os.environ if environ is None else environ
+        out = [p for p in (env.get(STORE_ENV) or "").split(os.pathsep) if p]
+    return list(dict.fromkeys(out))
+
+
+def store_labels(paths: list[str]) -> dict[str, str]:
+    """A short name per store for the sidebar and the URL (its output_dir's name, or the file's),
+    made unique with a number; the server's full paths are not shown to visitors."""
+    labels: dict[str, str] = {}
+    for path in paths:
+        p = Path(path)
+        name = p.parent.name if p.name == "results.sqlite" and p.parent.name else p.name
+        label, k = name or "store", 2
+        while label in labels:
+            label, k = f"{name} ({k})", k + 1
+        labels[label] = path
+    return labels
+
+
+def default_run(runs: pd.DataFrame) -> str | None:
+    """The newest complete run (`runs` newest first); the newest run when none is complete."""
+    if runs.empty:
+        return None
+    done = runs[runs["status"] == "complete"]
+    return str((done if not done.empty else runs)["run_id"].iloc[0])
 
 
 def resolve_store(path: str) -> str:
-    """The store file for a path (the file, or ``results.sqlite`` in an output_dir);
-    raises StoreError naming the path when there is none."""
-    return str(Store.resolve_path(path))
+    """The store file for a path (the file, or ``results.sqlite`` in an output_dir); the path
+    as given when there is none (reading it then says why)."""
+    try:
+        return str(Store.resolve_path(path))
+    except (StoreError, OSError):
+        return path
 
 
 def store_token(path: str) -> str:
@@ -254,23 +283,21 @@ def item_values(samples: pd.DataFrame, metrics: Iterable[str] | None = None) -> 
     return pd.DataFrame(rows, columns=["item_id", "metric", "value"])
 
 
+def is_harmful(outcome: Any) -> bool:
+    """A refusal item labelled harmful (AdvBench, XSTest unsafe, the world's harmful requests):
+    its outcome is scored as a harmful-request refusal."""
+    return isinstance(outcome, dict) and any(str(k).startswith(HARMFUL_PREFIX) for k in outcome)
+
+
 def latest_value_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per (stage, metric): where several backends or decodings measured the same
     metric, the first row wins (the pages say which backend they show)."""
     return metrics.drop_duplicates(["stage", "metric"], keep="first")
 
 
-def short_path(path: str) -> str:
-    """A store path for display: relative to the working directory when inside it."""
-    p = Path(path)
-    try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(p)
-
-
 __all__ = [
     "STORE_ENV", "RunData", "StoreError", "clean_checkpoints", "clean_effects", "clean_metrics",
     "clean_samples", "item_values", "latest_value_rows", "load_run", "load_runs", "load_samples",
-    "normalise_outcome", "outcome_number", "resolve_store", "short_path", "store_path_from", "store_token",
+    "default_run", "is_harmful", "normalise_outcome", "outcome_number", "resolve_store",
+    "store_labels", "store_paths_from", "store_token",
 ]

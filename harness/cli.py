@@ -190,6 +190,8 @@ def report(
     store: Path = typer.Option(Path("runs/default"), "--store", help="Results store file, or the output_dir holding it."),
     run_id: str | None = typer.Option(None, "--run", help="Run id (default: the latest run)."),
     markdown: Path | None = typer.Option(None, "--markdown", help="Also write the report as Markdown here."),
+    dashboard_url: str | None = typer.Option(None, "--dashboard-url",
+                                             help="Dashboard base URL: print links to the exact views."),
 ) -> None:
     """Print a run's summary (metric per checkpoint) and its stage attribution.
 
@@ -204,8 +206,14 @@ def report(
             rid = st.require_run(run_id)
             print_table(summary_table(st, rid), f"Run {rid}: metric per checkpoint", console)
             print_report(st, rid, console)
+            links = ""
+            if dashboard_url:
+                from harness.dashboard_links import markdown_links, report_links
+
+                links = markdown_links(report_links(dashboard_url, rid, st.effects(rid)))
+                console.print(links, highlight=False, markup=False, soft_wrap=True)
             if markdown is not None:
-                markdown.write_text(render_report(st, rid), encoding="utf-8")
+                markdown.write_text(render_report(st, rid) + ("\n" + links if links else ""), encoding="utf-8")
     except (StoreError, FileNotFoundError, KeyError, ValueError) as exc:
         _fail_usage(str(exc))
 
@@ -244,6 +252,8 @@ def gate(
     junit: Path | None = typer.Option(None, "--junit", help="Write JUnit XML here."),
     summary: Path | None = typer.Option(None, "--summary", help="Write the Markdown summary here."),
     json_path: Path | None = typer.Option(None, "--json", help="Write gate_report.json here."),
+    dashboard_url: str | None = typer.Option(None, "--dashboard-url",
+                                             help="Dashboard base URL: link each rule's views in the summary."),
 ) -> None:
     """Gate a checkpoint against thresholds and a baseline (exit 0 pass, 1 failed, 2 usage/config, 3 internal).
 
@@ -258,7 +268,8 @@ def gate(
     """
     from harness.gate import run_gate
 
-    raise typer.Exit(run_gate(store, run_id, candidate, baseline, rules, junit, summary, json_path))
+    raise typer.Exit(run_gate(store, run_id, candidate, baseline, rules, junit, summary, json_path,
+                              dashboard_url=dashboard_url))
 
 
 @app.command("dashboard")

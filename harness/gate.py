@@ -278,16 +278,22 @@ def _summarise(res: RuleResult, pairs: _Pairs | None, spec: GateSpec) -> None:
 
 def run_gate(store_path: Path | str, run_id: str | None, candidate: str, baseline: str | None,
              rules_path: Path | str | None, junit: Path | str | None = None, summary: Path | str | None = None,
-             json_path: Path | str | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+             json_path: Path | str | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
+             dashboard_url: str | None = None) -> int:
     """Gate ``candidate`` (a stage of run ``run_id``, latest run when None) against ``baseline``
     with the rules of ``rules_path`` (default: the run config's ``gate:``). Prints the Markdown,
     writes the optional JUnit / Markdown / JSON files, appends the Markdown to
     ``$GITHUB_STEP_SUMMARY`` when set, prints ``::error`` / ``::warning`` annotations under
-    GitHub Actions. Returns the exit code: 0 pass, 1 gate failed, 2 usage/config error, 3 internal."""
+    GitHub Actions; with ``dashboard_url``, the Markdown links each rule's dashboard views.
+    Returns the exit code: 0 pass, 1 gate failed, 2 usage/config error, 3 internal."""
     out, err = out or sys.stdout, err or sys.stderr
     try:
         report = _gate(store_path, run_id, candidate, baseline, rules_path)
         md = to_markdown(report)
+        if dashboard_url:
+            from harness.dashboard_links import gate_summary_links
+
+            md += "\n" + gate_summary_links(dashboard_url, store_path, report)
         for path, text in ((junit, to_junit_xml(report)), (summary, md), (json_path, to_json(report))):
             if path:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)

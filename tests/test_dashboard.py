@@ -1,16 +1,14 @@
 """The Streamlit dashboard: every page rendered with AppTest on a store written through the
 real Store API (numbers checked against the store), an empty / missing / in-progress /
-malformed store rendering a message instead of a traceback, the pure shaping functions,
-and one real-browser test in headless Chromium (`-m browser`)."""
+malformed store rendering a message instead of a traceback, and the pure shaping functions.
+Deep links and the allowed stores: test_dashboard_links.py; the server and a real browser:
+test_dashboard_server.py."""
 
 from __future__ import annotations
 
-import shutil
+import os
 import sqlite3
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +17,13 @@ import pytest
 from scipy import stats
 from streamlit.testing.v1 import AppTest
 
-from dashboards.data import clean_samples, item_values, normalise_outcome, store_path_from
+from dashboards.data import clean_samples, item_values, normalise_outcome, store_labels, store_paths_from
 from dashboards.lineage import lineage_dot, sibling_groups
 from dashboards.shaping import compare_table, flip_table, paired_differences, waterfall
 from harness.core.store import Store
-from harness.dashboard_server import command, launch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dashboard_fixtures import DEMO_STAGES, RUN_NAME, make_demo_store, write_synthetic_run  # noqa: E402
-from webdriver import Browser, free_port  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
 PAGES = ("overview", "attribution", "compare", "topics", "reward_hacking", "samples")
@@ -194,6 +190,8 @@ def test_samples_flips_side_by_side(demo, monkeypatch) -> None:
     key = "refusal.harmful_refusal_rate"
     became = [i for i in child.index if key in child[i] and parent[i][key] == 0 and child[i][key] == 1]
     assert texts(at, "subheader") == [f"became refused at dpo: {len(became)} of {len(child)} items"]
+    assert not texts(at, "code") and any("Content warning" in w for w in texts(at, "warning"))  # hidden at first
+    at.toggle(key="samples.show_harmful").set_value(True).run()
     codes = texts(at, "code")
     assert codes and "I can't help with that." in codes[1]  # child side of the first pair refuses
     at.selectbox[3].select("lost").run()
@@ -270,9 +268,12 @@ def test_malformed_rows_render_with_a_warning(tmp_path, monkeypatch) -> None:
 
 # -- pure shaping ---------------------------------------------------------------------
 def test_store_path_and_outcome_normalisation() -> None:
-    assert store_path_from(["--store", "a.sqlite"], {}) == "a.sqlite"
-    assert store_path_from(["--store=b"], {"HARNESS_STORE": "c"}) == "b"
-    assert store_path_from(["-x"], {"HARNESS_STORE": "c"}) == "c" and store_path_from([], {}) is None
+    assert store_paths_from(["--store", "a.sqlite", "--store=b", "--store", "a.sqlite"], {}) == ["a.sqlite", "b"]
+    assert store_paths_from(["--store=b"], {"HARNESS_STORE": "c"}) == ["b"]
+    assert store_paths_from(["-x"], {"HARNESS_STORE": f"c{os.pathsep}d"}) == ["c", "d"]
+    assert store_paths_from([], {}) == []
+    assert store_labels(["/r/default/results.sqlite", "/s/default/results.sqlite", "/t/x.sqlite"]) == {
+        "default": "/r/default/results.sqlite", "default (2)": "/s/default/results.sqlite", "x.sqlite": "/t/x.sqlite"}
     out = normalise_outcome({"mean_tokens": 3, "refused": True, "accuracy[x]": 1.0}, "verbosity",
                             {"verbosity.accuracy[x]"})
     assert out == {"verbosity.mean_tokens": 3, "refused": True, "verbosity.accuracy[x]": 1.0}
@@ -309,74 +310,6 @@ def test_flip_table_counts() -> None:
     table, binary = flip_table(frame([0, 0, 1, 1]), frame([1, 0, 0, 1]), "refusal.harmful_refusal_rate")
     assert binary and list(table["change"]) == ["gained", "unchanged", "lost", "unchanged"]
     assert len(item_values(frame([0, 1]))) == 2
-
-
-def test_launch_command() -> None:
-    cmd = command(Path("out"), 8600, address="127.0.0.1")
-    assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"] and cmd[4].endswith("dashboards/app.py")
-    assert cmd[-2:] == ["--store", "out"] and "8600" in cmd and "--server.headless" in cmd
-
-
-# -- a real browser -------------------------------------------------------------------
-def browser_or_skip() -> tuple[str, str]:
-    """Debian's chromium and chromedriver, installed here when missing (as root); skip only
-    when they cannot be installed."""
-    found = shutil.which("chromium"), shutil.which("chromedriver")
-    if all(found):
-        return found[0] or "", found[1] or ""
-    if shutil.which("apt-get") is None:
-        pytest.skip("chromium / chromedriver are not installed and apt-get is not available to install them")
-    log = ""
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium", "chromium-driver"]):
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                                  env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-            log += done.stdout[-400:] + done.stderr[-400:]
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            log += str(exc)
-    found = shutil.which("chromium"), shutil.which("chromedriver")
-    if not all(found):
-        pytest.skip(f"could not install Debian packages chromium + chromium-driver: {log[-800:]}")
-    return found[0] or "", found[1] or ""
-
-
-@pytest.mark.browser
-def test_dashboard_in_headless_chromium(demo, tmp_path) -> None:
-    """`harness dashboard`'s server, opened in headless Chromium: every page draws; screenshots
-    of each are left in the test's temp dir."""
-    chromium, chromedriver = browser_or_skip()
-    path, _ = demo
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    log = (tmp_path / "server.log").open("wb")
-    server = launch(path, port, address="127.0.0.1", stdout=log, stderr=subprocess.STDOUT)
-    browser = None
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if urllib.request.urlopen(url + "_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-                time.sleep(0.5)
-        browser = Browser(chromium, chromedriver, tmp_path / "profile")
-        text = browser.open(url, f"Run: {RUN_NAME}")
-        assert "Lineage" in text and "Headline metrics by stage" in text
-        browser.screenshot(tmp_path / "overview.png")
-        expect = {"attribution": "All stage × metric effects", "compare": "ppo vs dpo (both from sft)",
-                  "topics": "Per-topic accuracy", "reward_hacking": "flagged for reward hacking",
-                  "samples": "became refused at dpo"}
-        for page, words in expect.items():
-            text = browser.open(url + page, words)
-            assert CRASH not in text and "Traceback" not in text, page
-            assert browser.screenshot(tmp_path / f"{page}.png").stat().st_size > 30_000, page
-    finally:
-        if browser is not None:
-            browser.close()
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 @pytest.mark.parametrize("page", PAGES)

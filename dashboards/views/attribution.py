@@ -45,6 +45,11 @@ def waterfall_chart(wf: pd.DataFrame, metric: str) -> alt.LayerChart:
     return (bars + ci + ticks.encode(y="err_low:Q") + ticks.encode(y="err_high:Q") + text).properties(height=380)
 
 
+def path_through(stage: str, paths: list[list[str]]) -> list[str] | None:
+    """The lineage path that ends at `stage`, else the first one through it."""
+    return next((p for p in paths if p[-1] == stage), next((p for p in paths if stage in p), None))
+
+
 st.title("Attribution")
 ctx = common.require_run()
 data = ctx.data
@@ -57,7 +62,9 @@ records = effects[["family", "details"]].to_dict("records")
 intervals = interval_label(records)
 
 paths = [p for p in lineage_paths(data.checkpoints) if len(p) > 1]
-breakdowns = st.toggle("Include breakdown metrics (per topic / family)", value=False)
+linked = st.query_params.get("metric")  # a link to a breakdown metric opens with breakdowns shown
+breakdowns = st.toggle("Include breakdown metrics (per topic / family)", key="attribution.breakdowns",
+                       value=bool(linked) and linked in set(effects.loc[effects["family"] == "breakdown", "metric"]))
 pool = effects if breakdowns else effects[effects["family"] == "headline"]
 metrics = sorted(pool["metric"].unique())
 if not metrics or not paths:
@@ -65,8 +72,12 @@ if not metrics or not paths:
     st.stop()
 ranked = pool.groupby("metric")["attributed"].sum().sort_values(ascending=False, kind="stable")
 left, right = st.columns([2, 3])
-metric = left.selectbox("Metric", metrics, index=metrics.index(str(ranked.index[0])))
-path = right.selectbox("Lineage path", paths, format_func=" → ".join)
+metric = common.url_select(left, "Metric", metrics, "metric", metrics.index(str(ranked.index[0])),
+                           key="attribution.metric")
+path = common.url_select(right, "Lineage path", paths, "stage", key="attribution.path", encode=lambda p: p[-1],
+                         pick=path_through, write=False, format_func=" → ".join)
+if st.query_params.get("stage") not in path:  # a linked stage inside the path stays in the URL
+    st.query_params["stage"] = path[-1]
 
 wf = waterfall(path, metric, data.metrics, effects)
 if wf.empty:

@@ -48,6 +48,13 @@ elif flags.empty:
     st.success(f"No stage is flagged for reward hacking ({len(verdicts)} checked).")
 for row in flags.itertuples(index=False):
     st.error(f"**{row.stage}** flagged for reward hacking: {row.why}")
+linked = st.query_params.get("stage")  # a link from a report or a gate names one stage
+if linked and not verdicts.empty and linked in set(verdicts["stage"]):
+    verdict = verdicts[verdicts["stage"] == linked].iloc[0]
+    st.markdown(f"Linked stage **{linked}**: {'flagged' if verdict['flagged'] else 'not flagged'} for reward "
+                f"hacking ({verdict['why']}).")
+elif linked:
+    st.caption(f"The linked stage `{linked}` has no reward-hacking verdict in this run.")
 if not verdicts.empty:
     st.caption("A stage is flagged when its answers get significantly longer, the reward goes up significantly, "
                "no knowledge accuracy goes up, and the reward model it was trained against pays for length.")
@@ -71,7 +78,8 @@ st.subheader("Length vs reward per stage")
 measured = common.in_order(data.stages, data.metrics.loc[data.metrics["suite"] == "verbosity", "stage"]) \
     if not data.metrics.empty else []
 flagged = common.in_order(measured, flags["stage"])
-default = common.in_order(measured, list(dict.fromkeys(flagged[:DEFAULT_STAGES // 2] + measured))[:DEFAULT_STAGES])
+first = ([linked] if linked in measured else []) + flagged[:DEFAULT_STAGES // 2]
+default = common.in_order(measured, list(dict.fromkeys(first + measured))[:DEFAULT_STAGES])
 chosen = st.multiselect("Stages", measured, default=default) if len(measured) > DEFAULT_STAGES else measured
 parts = [points_of(ctx.path, ctx.run_id, stage, ctx.token) for stage in chosen]
 for part in parts:

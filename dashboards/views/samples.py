@@ -1,5 +1,7 @@
 """Samples: pick a suite, a stage (compared with its parent) and a flip type, e.g.
-"became refused at dpo"; the parent's and the child's responses side by side."""
+"became refused at dpo"; the parent's and the child's responses side by side. Harmful
+requests (refusal items labelled harmful) stay hidden behind a content warning until the
+visitor chooses to show them."""
 
 from __future__ import annotations
 
@@ -7,10 +9,12 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import common
+from dashboards.data import is_harmful
 from dashboards.lineage import parents
 from dashboards.shaping import flip_labels, flip_table, select_flips
 
 CODES = ("gained", "lost", "changed", "unchanged", "all")
+HIDDEN = "(hidden: harmful request)"
 
 
 def _outcome_text(outcome: object, metric: str) -> str:
@@ -60,11 +64,14 @@ if not suites:
     st.stop()
 
 hint = headline_flip(data.effects)
+linked = st.query_params.get("metric")  # a link names the outcome; its suite is the name's prefix
 c1, c2 = st.columns(2)
-suite = c1.selectbox("Suite", suites, index=_index(suites, hint[0] if hint else None))
+suite = common.url_select(c1, "Suite", suites, "suite", _index(suites, linked.split(".")[0] if linked else
+                                                                   hint[0] if hint else None), key="samples.suite")
 stages = [s for s in data.stages if s in measured[suite] and par.get(s) in measured[suite]]
-stage = c2.selectbox("Stage (vs its parent)", stages, index=_index(stages, hint[1] if hint else None, len(stages) - 1),
-                     format_func=lambda s: f"{par.get(s)} → {s}")
+stage = common.url_select(c2, "Stage (vs its parent)", stages, "stage",
+                          _index(stages, hint[1] if hint else None, len(stages) - 1), key="samples.stage",
+                          format_func=lambda s: f"{par.get(s)} → {s}")
 parent = str(par[stage])
 child_samples, parent_samples = ctx.samples(suite, stage), ctx.samples(suite, parent)
 keys = sorted({k for o in pd.concat([child_samples["outcome"], parent_samples["outcome"]]) for k in o
@@ -74,7 +81,8 @@ if not keys:
     st.stop()
 
 c3, c4 = st.columns(2)
-metric = c3.selectbox("Outcome", keys, index=_index(keys, hint[2] if hint else None))
+metric = common.url_select(c3, "Outcome", keys, "metric", _index(keys, hint[2] if hint else None),
+                           key="samples.metric")
 table, binary = flip_table(parent_samples, child_samples, metric)
 labels = flip_labels(metric, stage, binary)
 counts = {code: len(select_flips(table, code)) for code in CODES}
@@ -88,13 +96,28 @@ st.subheader(f"{labels[code]}: {len(chosen)} of {len(table)} items")
 st.caption(f"{suite} · {metric} · {parent} → {stage}. Values are per item (averaged over an item's samples); "
            "the response shown is the item's first sample.")
 
+harmful = pd.Series([is_harmful(p) or is_harmful(c) for p, c in zip(chosen["parent_outcome"],
+                     chosen["child_outcome"], strict=True)], index=chosen.index, dtype=bool)
+show_harmful = False
+if harmful.any():
+    st.warning(f"**Content warning:** {int(harmful.sum())} of these items are harmful requests (refusal items "
+               "labelled harmful: AdvBench, XSTest unsafe and the like) and may come with harmful answers. "
+               "They are hidden until you choose to show them.")
+    show_harmful = st.toggle("Show harmful requests and their responses", value=False, key="samples.show_harmful")
 if chosen.empty:
     st.info("No item of this flip type.")
 else:
     shown = st.slider("Items shown side by side", 1, min(50, len(chosen)), min(5, len(chosen))) \
         if len(chosen) > 1 else 1
-    for _, row in chosen.head(shown).iterrows():
-        side_by_side(row, parent, stage, metric)
+    for index, row in chosen.head(shown).iterrows():
+        if harmful[index] and not show_harmful:
+            st.caption(f"**{row['item_id']}** — {row['change'].replace('_', ' ')}: harmful request hidden "
+                       "(content warning above).")
+        else:
+            side_by_side(row, parent, stage, metric)
     with st.expander(f"All {len(chosen)} items as a table"):
-        common.table(chosen[["item_id", "change", "parent_value", "child_value", "prompt", "parent_response",
-                             "child_response"]].rename(columns={"parent_value": parent, "child_value": stage}))
+        rows = chosen[["item_id", "change", "parent_value", "child_value", "prompt", "parent_response",
+                       "child_response"]].copy()
+        if not show_harmful:
+            rows.loc[harmful, ["prompt", "parent_response", "child_response"]] = HIDDEN
+        common.table(rows.rename(columns={"parent_value": parent, "child_value": stage}))
