@@ -221,25 +221,35 @@ def report(
 @app.command("export")
 def export(
     store: Path = typer.Option(..., "--store", help="Results store file, or the output_dir holding it."),
-    out: Path = typer.Option(..., "--out", help="Directory to write results JSON + samples JSONL into."),
+    out: Path | None = typer.Option(None, "--out", help="lm-eval: the folder to write (required); mlflow: the "
+                                    "local file store (default <output_dir>/mlruns); wandb: where wandb/ goes "
+                                    "(default <output_dir>)."),
     run_id: str | None = typer.Option(None, "--run", help="Run id (default: the latest run)."),
-    fmt: str = typer.Option("lm-eval", "--format", help="Output format: lm-eval."),
+    fmt: str = typer.Option("lm-eval", "--format", help="lm-eval, mlflow or wandb (offline; `wandb sync` later)."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="mlflow: any tracking URI "
+                                            "(sqlite:///mlflow.db, http://host:5000); default a file store."),
+    experiment: str | None = typer.Option(None, "--experiment", help="mlflow experiment / wandb project "
+                                          "(default: the run's config name)."),
 ) -> None:
-    """Export a run's results shaped like lm-evaluation-harness output (one results file per checkpoint).
+    """Export a run: lm-eval-shaped results files, or an MLflow run with a nested run per stage, or
+    offline W&B runs (params from the config, metrics with CIs, effects table and report).
 
-    Example: harness export --store runs/default --format lm-eval --out exported/
+    Example: harness export --store runs/default --format mlflow
     """
-    from harness.core.store import Store, StoreError
-    from harness.export import export_lm_eval
+    from rich.markup import escape
 
-    if fmt != "lm-eval":
-        _fail_usage(f"--format {fmt!r}: expected 'lm-eval'")
+    from harness.core.store import Store, StoreError
+    from harness.export import EXPORTERS, ExportError, ExportOptions
+
     try:
-        with Store(Store.resolve_path(store), readonly=True) as st:
-            written = export_lm_eval(st, st.require_run(run_id), out)
-    except (StoreError, FileNotFoundError, KeyError, ValueError) as exc:
-        _fail_usage(str(exc))
-    console.print(f"wrote {len(written)} files to {out}")
+        writer = EXPORTERS.get(fmt)
+        path = Store.resolve_path(store)
+        with Store(path, readonly=True) as st:
+            lines = writer(st, st.require_run(run_id), ExportOptions(path.parent, out, tracking_uri, experiment))
+    except (StoreError, ExportError, FileNotFoundError, KeyError, ValueError) as exc:
+        _fail_usage(escape(str(exc)))  # names extras as alignment-harness[mlflow]: not markup
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("gate")

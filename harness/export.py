@@ -1,4 +1,6 @@
-"""Export a run's results shaped like lm-evaluation-harness output.
+"""Export a run's results: the formats (:data:`EXPORTERS`, one writer each: ``lm-eval`` here,
+``mlflow`` in :mod:`harness.export_mlflow`, ``wandb`` in :mod:`harness.export_wandb`), and the
+lm-evaluation-harness-shaped output.
 
 One folder per checkpoint (stage) with ``results.json`` laid out like lm-eval's results file:
 ``results`` (one entry per suite with its headline metrics, and one per breakdown group,
@@ -16,12 +18,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from harness.core.artifacts import git_revision, sha256_text, write_json_atomic, write_text_atomic
+from harness.core.registry import Registry
 from harness.core.store import Store
 
 Z95 = 1.959963984540054
@@ -147,3 +151,42 @@ def export_lm_eval(store: Store, run_id: str, out: Path) -> list[Path]:
             write_text_atomic(path, "\n".join(lines) + "\n")
             written.append(path)
     return written
+
+
+# --------------------------------------------------------------------------- formats
+
+
+class ExportError(Exception):
+    """An export that cannot be made as asked (a missing optional dependency, a bad target)."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Where an export goes. ``out``: the format's local folder (lm-eval: required; mlflow: the
+    file store, default ``<store dir>/mlruns``; wandb: the folder holding ``wandb/``, default the
+    store's folder). ``store_dir``: the results store's folder (its run's output_dir)."""
+
+    store_dir: Path
+    out: Path | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+
+class Exporter(Protocol):
+    """One export format: writes ``run_id`` of ``store`` and returns the lines to print."""
+
+    def __call__(self, store: Store, run_id: str, options: ExportOptions) -> list[str]: ...
+
+
+def write_lm_eval(store: Store, run_id: str, options: ExportOptions) -> list[str]:
+    if options.out is None:
+        raise ExportError("--format lm-eval needs --out DIR")
+    written = export_lm_eval(store, run_id, options.out)
+    return [f"wrote {len(written)} files to {options.out}"]
+
+
+EXPORTERS: Registry[Exporter] = Registry("export format", {
+    "lm-eval": "harness.export:write_lm_eval",
+    "mlflow": "harness.export_mlflow:write_mlflow",
+    "wandb": "harness.export_wandb:write_wandb",
+})
