@@ -28,9 +28,12 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow --durations=15
 
-# Real-browser dashboard test: installs Debian chromium + chromium-driver if missing (needs root + apt).
+# Real-browser dashboard test (Selenium): installs Debian chromium + chromium-driver with apt if missing (root).
 test-browser: $(STAMP)
-	$(BIN)/python -m pytest -q -m browser tests/test_dashboard.py
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing chromium + chromium-driver (apt)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+	$(BIN)/python -m pytest -q -m browser tests/test_dashboard_server.py
 
 VLLM_VENV := .venv-vllm
 

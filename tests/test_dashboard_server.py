@@ -1,11 +1,14 @@
 """`harness dashboard` as a process: the Streamlit command line, loopback unless told
 otherwise (checked on the listening socket), a warning when told otherwise, SIGTERM to the
-harness process leaving no server and no open port."""
+harness process leaving no server and no open port, and the real-browser test (`-m browser`,
+`make test-browser`): every page in headless Chromium and the links `harness report
+--dashboard-url` prints opening their exact views."""
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
@@ -22,9 +26,10 @@ from harness import dashboard_server
 from harness.dashboard_server import command, exposure_warning, is_loopback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dashboard_fixtures import make_demo_store  # noqa: E402
+from dashboard_fixtures import RUN_NAME, make_demo_store  # noqa: E402
 
 HARNESS = Path(sys.executable).with_name("harness")
+CRASH = "could not be drawn"
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +146,64 @@ def test_loopback_only_and_sigterm_leaves_no_server_and_no_port(demo, tmp_path) 
         assert port_is_free(port), f"port {port} still open after SIGTERM"
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+
+
+# -- a real browser -------------------------------------------------------------------
+@pytest.mark.browser
+def test_dashboard_in_headless_chromium(demo, tmp_path) -> None:
+    """`harness dashboard` opened in headless Chromium (Selenium): every page draws, and the links
+    `harness report --dashboard-url` prints open their exact views, whose state the URL then
+    follows. Screenshots of each are left in the test's temp dir."""
+    pytest.importorskip("selenium", reason="selenium is in the dev extras: pip install -e '.[dev]'")
+    from webdriver import Browser, browser_binaries
+
+    found = browser_binaries()
+    if found is None:
+        pytest.skip("chromium / chromedriver are not installed: `make test-browser` installs them with apt")
+    path, run_id = demo
+    port = 8501 if port_is_free(8501) else free_port()
+    url = f"http://127.0.0.1:{port}/"
+    report = subprocess.run([str(HARNESS), "report", "--store", str(path), "--dashboard-url", url.rstrip("/")],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert report.returncode == 0, report.stderr
+    links = dict(re.findall(r"^- \[(.+?)\]\((http://\S+)\)$", report.stdout, re.M))
+    assert links, report.stdout
+    with harness_dashboard(path, port, tmp_path / "server.log"):
+        browser = Browser(*found, tmp_path / "profile")
+        try:
+            text = browser.open(url, f"Run: {RUN_NAME}")
+            assert "Lineage" in text and "Headline metrics by stage" in text
+            browser.screenshot(tmp_path / "overview.png")
+            expect = {"attribution": "All stage × metric effects", "compare": "ppo vs dpo (both from sft)",
+                      "topics": "Per-topic accuracy", "reward_hacking": "flagged for reward hacking",
+                      "samples": "became refused at dpo"}
+            for page, words in expect.items():
+                text = browser.open(url + page, words)
+                assert CRASH not in text and "Traceback" not in text, page
+                assert browser.screenshot(tmp_path / f"{page}.png").stat().st_size > 30_000, page
+
+            label, link = next((k, v) for k, v in links.items() if k.endswith("(attribution)"))
+            stage, metric = label.split(" (")[0].split(": ")
+            browser.open(link, f"{metric} starts at")  # the Attribution page's caption for that metric
+            assert browser.selected("Metric") == metric and stage in browser.selected("Lineage path").split(" → ")
+            assert browser.selected("Run").endswith(run_id)
+            address = urlsplit(browser.wait_until_url("/attribution"))
+            assert parse_qs(address.query) == {"run": [run_id], "page": ["attribution"], "metric": [metric],
+                                               "stage": [stage]}, address
+            browser.screenshot(tmp_path / "linked_attribution.png")
+            other = "verbosity.mean_tokens" if metric != "verbosity.mean_tokens" else "refusal.harmful_refusal_rate"
+            browser.choose("Metric", other)  # a visitor's choice is written back into the URL
+            browser.wait_until_url(f"metric={quote(other)}")
+            browser.wait_for(f"{other} starts at")
+
+            flagged = next(v for k, v in links.items() if k.endswith("flagged for reward hacking"))
+            text = browser.open(flagged, "Linked stage ppo: flagged for reward hacking")
+            assert "/reward_hacking?" in browser.url and "stage=ppo" in browser.url
+            label, samples = next((k, v) for k, v in links.items()
+                                  if k.endswith("(samples that flipped)") and "refusal.harmful" in k)
+            stage, metric = label.split(" (")[0].split(": ")
+            text = browser.open(samples, "Content warning")
+            assert f"refusal · {metric} · sft → {stage}" in text and "harmful request hidden" in text
+            browser.screenshot(tmp_path / "linked_samples.png")
+        finally:
+            browser.close()
