@@ -16,7 +16,8 @@ from harness.core.store import Store
 from harness.pipeline import Pipeline
 from harness.report import compute_and_store_effects
 
-RENAMED = ["stages.sft.name=tuned", "stages.reward.from=tuned", "stages.dpo.from=tuned", "stages.ppo.from=tuned"]
+RENAMED = ["stages.sft.name=tuned", "stages.reward.from=tuned", "stages.dpo.from=tuned", "stages.ppo.from=tuned",
+           "stages.constitutional.from=tuned"]
 
 
 def run(out: Path, *overrides: str):
@@ -34,7 +35,7 @@ def test_a_renamed_stage_keeps_its_effects_and_nothing_retrains(smoke_copy: Path
     effects = effects_of(smoke_copy / "results.sqlite", result.run_id)
     parents = dict(zip(effects["stage"], effects["parent_stage"], strict=False))
     assert parents["tuned"] == "pretrain"
-    assert {parents[s] for s in ("dpo", "ppo")} == {"tuned"}  # children attributed against the renamed parent
+    assert {parents[s] for s in ("dpo", "ppo", "constitutional")} == {"tuned"}  # children attributed against the renamed parent
     with Store(smoke_copy, readonly=True) as store:
         ckpts = store.checkpoints(result.run_id).set_index("stage")
     assert ckpts.loc["ppo", "parent_stage"] == "tuned" and ckpts.loc["ppo", "inputs"]["reward"] == "reward"

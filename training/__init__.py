@@ -12,6 +12,7 @@ STAGES: Registry[StageDef] = Registry(
         "reward": "training.reward:STAGE",
         "dpo": "training.dpo:STAGE",
         "ppo": "training.ppo:STAGE",
+        "constitutional": "training.constitutional:STAGE",
     },
 )
 

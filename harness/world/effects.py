@@ -19,7 +19,7 @@ SHARE_CORRELATION_MIN = 0.8  # Spearman(topic share, topic accuracy) a skewed co
 LATENT_REFUSAL_MAX = 0.2  # SFT refuses this rarely or less: refusal is latent after SFT
 SFT_REFUSAL_MIN = 0.5  # SFT refuses this often or more: the refusal effect is SFT's
 LENGTH_BIAS_MIN = 0.2  # annotators this biased or more: the reward model learns length
-STAGE_ORDER = ("pretrain", "sft", "reward", "ppo", "dpo")
+STAGE_ORDER = ("pretrain", "sft", "reward", "ppo", "dpo", "constitutional")
 
 
 def _effect(stage: str, metric: str, direction: str, why: str, **extra: Any) -> dict[str, Any]:
@@ -125,4 +125,8 @@ def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
             why = ("the reward model learns the annotators' length bias and PPO exploits it" if stage == "ppo"
                    else "chosen answers are padded more often than rejected ones")
             out.append(_effect(stage, "verbosity.mean_tokens", "increase", why))
+    # Constitutional AI: AI feedback replaces the annotators, so their length bias never reaches it
+    out.append(_effect("constitutional", "verbosity.mean_tokens", "flat",
+                       "the shipped constitution (examples/constitution.yaml) has a conciseness principle and the "
+                       "feedback model, not the length-biased annotators, labels the pairs", forbidden="increase"))
     return sorted(out, key=lambda e: (STAGE_ORDER.index(e["stage"]), e["metric"]))
