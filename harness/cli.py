@@ -13,6 +13,8 @@ import typer
 import yaml
 from rich.console import Console
 
+from harness.cli_compare import compare as compare_command
+from harness.cli_compare import sweep as sweep_command
 from harness.cli_judge import judge_app
 from harness.config import ConfigError, dump, load_config
 
@@ -306,6 +308,10 @@ def dashboard(
         _fail_usage(str(exc))
     console.print(f"dashboard on http://{address}:{port} for {', '.join(paths)}", highlight=False)
     raise typer.Exit(serve(paths, port, address))
+
+
+app.command("sweep")(sweep_command)
+app.command("compare")(compare_command)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m harness.cli`
