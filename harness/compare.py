@@ -1,12 +1,7 @@
 """Compare alignment methods across seeds: what ``harness compare`` prints (``harness.compare_render``).
 
-**Methods.** A method is a stage name (``ppo``, ``dpo``, ``constitutional``, any kind) found in the
-store's complete runs; each run contributes the seed in its config. Runs whose configs differ in what
-the stage depends on (its own options, its ancestors' through ``from``/``reward``, model, world,
-suites, backend; not ``seed``, ``name``, ``output_dir``, ``attribution``, ``gate``) are different
-*variants* of the method, labelled by the keys that differ: ``dpo[dpo.beta=0.2]`` (what ``harness
-sweep --vary dpo.beta=0.1,0.2`` writes). A method named ``dpo`` means all its variants; a label names
-one. Per variant and seed the latest complete run counts.
+**Methods** are stage names of any kind, their variants (``dpo[dpo.beta=0.2]``) and the run of each seed
+found by :mod:`harness.compare_methods`.
 
 **Statistics**, per method (variant) × metric, all on per-item outcomes (``harness.core.paired``):
 
@@ -31,8 +26,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from itertools import combinations
 from typing import Any
 
@@ -40,115 +34,19 @@ import numpy as np
 from scipy import stats as sps
 
 from harness.attribution import min_effect_for, spec_of
+from harness.compare_methods import CompareError, Method, find_methods
 from harness.core import paired as pt
-from harness.core.artifacts import canonical_json
 from harness.core.store import Store
 from harness.flags import reward_hacking_flags
-from harness.lineage import Lineage, is_breakdown
+from harness.lineage import is_breakdown
 
 DEFAULT_METRICS = (
     "refusal.harmful_refusal_rate", "refusal.over_refusal_rate", "hallucination.abstention_rate",
     "hallucination.accuracy", "hallucination.mc_accuracy", "topic_coverage.accuracy", "verbosity.mean_tokens",
     "verbosity.reward_mean", "capabilities.acc",
 )
-NOT_VARIANT = frozenset({"seed", "name", "output_dir", "attribution", "gate"})
 Row = dict[str, Any]
-
-
-class CompareError(ValueError):
-    """Nothing to compare (no such method, no complete run): the message says what the store has."""
-
-
-@dataclass
-class Method:
-    label: str
-    stage: str
-    kind: str = ""
-    runs: dict[int, str] = field(default_factory=dict)  # seed -> run_id
-    parents: dict[int, str | None] = field(default_factory=dict)  # seed -> parent stage in that run
-    training: dict[int, Row] = field(default_factory=dict)  # seed -> the checkpoint's training metrics
-
-
-# --------------------------------------------------------------------------- methods and variants
-
-
-def variant_key(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
-    """What a stage's results depend on in a run config: everything but :data:`NOT_VARIANT`, with the
-    stages reduced to this one and its ancestors (``from`` and ``reward``)."""
-    stages = {s.get("name"): s for s in config.get("stages", []) if isinstance(s, Mapping)}
-    keep, todo = set(), [stage]
-    while todo:
-        name = todo.pop()
-        if name in keep or name not in stages:
-            continue
-        keep.add(name)
-        todo += [stages[name].get(k) for k in ("from", "from_", "reward") if stages[name].get(k)]
-    rest = {k: v for k, v in config.items() if k not in NOT_VARIANT and k != "stages"}
-    return {**rest, "stages": {n: stages[n] for n in sorted(keep)}}
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys of nested dicts (lists kept whole, as JSON)."""
-    if not isinstance(obj, Mapping):
-        return {prefix: canonical_json(obj) if isinstance(obj, list) else obj}
-    out: dict[str, Any] = {}
-    for k, v in obj.items():
-        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
-def _labels(stage: str, keys: Sequence[dict[str, Any]]) -> list[str]:
-    if len(keys) == 1:
-        return [stage]
-    flat = [flatten(k) for k in keys]
-    paths = sorted({p for f in flat for p in f})
-    differ = [p for p in paths if len({canonical_json(f.get(p)) for f in flat}) > 1]
-    short = {p: p.removeprefix("stages.") for p in differ}
-    return [f"{stage}[{', '.join(f'{short[p]}={f.get(p)}' for p in differ)}]" for f in flat]
-
-
-def find_methods(store: Store, wanted: Sequence[str]) -> list[Method]:
-    """The methods (variants) ``wanted`` names, in that order, from the store's complete runs."""
-    runs = store.runs()
-    runs = runs[runs["status"] == "complete"].sort_values("started_at") if not runs.empty else runs
-    if runs.empty:
-        raise CompareError(f"{store.path}: no complete run to compare (run `harness sweep` or `harness run`)")
-    found: dict[str, dict[str, Method]] = {}
-    seen_stages: set[str] = set()
-    for run in runs.to_dict("records"):
-        config, run_id = run["config"] or {}, str(run["run_id"])
-        seed = int(config.get("seed", 0))
-        ckpts = store.checkpoints(run_id)
-        complete = ckpts[ckpts["status"] == "complete"]
-        seen_stages |= set(complete["stage"])
-        lin = Lineage(complete, set(store.metrics(run_id)["stage"]))
-        for rec in complete.to_dict("records"):
-            base = rec["stage"]
-            if base not in {w.split("[", 1)[0] for w in wanted}:
-                continue
-            key = canonical_json(variant_key(config, base))
-            m = found.setdefault(base, {}).setdefault(key, Method(label=base, stage=base, kind=rec["kind"]))
-            m.runs[seed], m.parents[seed], m.training[seed] = run_id, lin.evaluated_parent(base), rec["metrics"] or {}
-    out: list[Method] = []
-    for w in wanted:
-        base = w.split("[", 1)[0]
-        if base not in found:
-            raise CompareError(f"no complete run in {store.path} has a stage {base!r} "
-                               f"(stages: {', '.join(sorted(seen_stages)) or 'none'})")
-        variants = found[base]
-        for label, m in zip(_labels(base, [_loads(k) for k in variants]), variants.values(), strict=True):
-            m.label = label
-        picked = [m for m in variants.values() if w == base or m.label == w]
-        if not picked:
-            raise CompareError(f"no variant {w!r}; {base} has {', '.join(m.label for m in variants.values())}")
-        out += [m for m in picked if m.label not in {o.label for o in out}]
-    return out
-
-
-def _loads(text: str) -> dict[str, Any]:
-    import json
-
-    return json.loads(text)
+__all__ = ["DEFAULT_METRICS", "CompareError", "Method", "compare", "find_methods", "seed_interval"]
 
 
 # --------------------------------------------------------------------------- per-item values

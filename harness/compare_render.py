@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 Row = dict[str, Any]
@@ -79,11 +80,11 @@ def explanation(result: Row) -> str:
 
 def print_compare(result: Row, console: Console) -> None:
     for title, headers, rows in tables(result):
-        table = Table(title=title, show_lines=False)
+        table = Table(title=escape(title), show_lines=False)
         for h in headers:
             table.add_column(h, overflow="fold")
         for r in rows:
-            table.add_row(*r)
+            table.add_row(*map(escape, r))  # variant labels are "dpo[dpo.beta=0.2]", not markup
         console.print(table)
     console.print(explanation(result), highlight=False)
 

@@ -22,6 +22,7 @@ from itertools import product
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.config import ConfigError, PipelineConfig, load_config
@@ -121,7 +122,7 @@ def run_sweep(source: str, overrides: list[str], seeds: list[int], vary: list[st
     console.print(f"sweep of {source}: {len(variants)} runs (seeds {', '.join(map(str, seeds))}"
                   + (f"; vary {', '.join(vary)}" if vary else "") + f") -> {result.output_dir}", highlight=False)
     for i, (variant, cfg) in enumerate(variants, 1):
-        console.rule(f"[{i}/{len(variants)}] {variant.label}")
+        console.rule(escape(f"[{i}/{len(variants)}] {variant.label}"))
         t0 = time.perf_counter()
         try:
             run = Pipeline(cfg, console).run()
@@ -129,7 +130,7 @@ def run_sweep(source: str, overrides: list[str], seeds: list[int], vary: list[st
             result.failed.append(f"{variant.label}: {exc}".splitlines()[0])
             result.rows.append({"label": variant.label, "run_id": None, "trained": [], "evaluated": 0,
                                 "wall_s": time.perf_counter() - t0, "status": "failed"})
-            console.print(f"[red]{variant.label} failed[/]: {exc}", highlight=False)
+            console.print(f"[red]{escape(variant.label)} failed[/]: {escape(str(exc))}", highlight=False)
             if not keep_going:
                 break
             continue
@@ -143,9 +144,9 @@ def run_sweep(source: str, overrides: list[str], seeds: list[int], vary: list[st
 def print_sweep(result: SweepResult, console: Console) -> None:
     table = Table(title=f"Sweep -> {result.output_dir}")
     for h in ("variant", "run", "status", "trained", "evaluations computed", "wall s"):
-        table.add_column(h)
+        table.add_column(h, no_wrap=h == "run")
     for r in result.rows:
-        table.add_row(r["label"], r["run_id"] or "—", r["status"], ", ".join(r["trained"]) or "nothing (cached)",
+        table.add_row(escape(r["label"]), r["run_id"] or "—", r["status"], ", ".join(r["trained"]) or "nothing (cached)",
                       str(r["evaluated"]), f"{r['wall_s']:.1f}")
     console.print(table)
     console.print(f"sweep: {len(result.rows)} runs in {result.wall_s:.1f}s; trained {len(result.trained)} stages, "

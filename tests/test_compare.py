@@ -14,7 +14,8 @@ from scipy import stats as sps
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.compare import CompareError, compare, find_methods, variant_key
+from harness.compare import CompareError, compare
+from harness.compare_methods import find_methods, variant_key
 from harness.compare_render import render_markdown
 from harness.core import paired as pt
 from harness.core.store import Store
@@ -161,3 +162,23 @@ def test_cli_prints_the_tables_and_writes_markdown_and_json(two_seeds: Path, tmp
     assert "| refusal.harmful_refusal_rate | ppo | sft | 2 |" in md.read_text()
     bad = CliRunner().invoke(app, ["compare", "--store", str(two_seeds), "--methods", "kto"])
     assert bad.exit_code == 2 and "stage 'kto'" in bad.output
+
+
+def test_a_config_change_that_changes_no_result_is_one_variant(tmp_path: Path) -> None:
+    """A rerun whose config gained a field (same checkpoints, same evaluations) is the same variant, latest run."""
+    with Store(tmp_path / "results.sqlite") as store:
+        first = write_run(store, 0)
+        config = store.get_run(first)["config"]
+        again = store.create_run("syn", {**config, "backend": {**config["backend"], "threads": None}},
+                                 {"expected_effects": []})
+        for rec in store.checkpoints(first).to_dict("records"):
+            store.upsert_checkpoint(again, rec["stage"], rec["kind"], rec["parent_stage"], rec["content_hash"],
+                                    rec["path"], "complete", rec["metrics"], rec["inputs"])
+        for rec in store.evaluations(first).to_dict("records"):
+            store.link_evaluation(rec["eval_key"], again, rec["stage"])
+        store.finish_run(again, "complete")
+        (dpo,) = find_methods(store, ["dpo"])
+        assert dpo.label == "dpo" and dpo.runs == {0: again}
+        write_run(store, 0, beta=0.2)  # other results: another variant, labelled by what differs
+        labels = [m.label for m in find_methods(store, ["dpo"])]
+    assert labels == ["dpo[dpo.beta=0.1]", "dpo[dpo.beta=0.2]"]  # an absent key reads as null: no difference
