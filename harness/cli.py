@@ -175,11 +175,13 @@ def eval_(
     Example: harness eval runs/smoke/checkpoints/sft-1a2b3c4d5e6f --suite refusal --suite verbosity --world runs/smoke/worlds/abc
     """
     from harness.adhoc import evaluate_checkpoint
+    from harness.progress_display import progress_display
 
     if data is not None and len(suites) != 1:
         _fail_usage("--data names the items of one suite; give exactly one --suite with it")
     try:
-        table = evaluate_checkpoint(checkpoint, suites, data, world, backend, reward, kind, store, max_items)
+        with progress_display(console):  # a bar per suite: prompts done, tokens/s, ETA
+            table = evaluate_checkpoint(checkpoint, suites, data, world, backend, reward, kind, store, max_items)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _fail_usage(str(exc))
     from harness.summary import print_metrics

@@ -23,6 +23,7 @@ from typing import Any
 from harness.backends.base import Backend, open_backend, resolve_backend
 from harness.backends.replay import RecordingBackend, ReplayBackend, ReplayMissing
 from harness.config import PipelineConfig, SuiteSpec
+from harness.core import progress
 from harness.core.artifacts import canonical_json, read_manifest, sha256_text
 from harness.core.store import Store
 from harness.evaluate import (
@@ -148,7 +149,8 @@ class Evaluator:
                 done = self._rejudge(target, spec, info, gen_key, reward_path)
                 if done is None:
                     if not opened:
-                        opened.append(open_backend(target.path, self.cfg.backend, self.cfg.model.trust_remote_code))
+                        with progress.loading(target.stage):
+                            opened.append(open_backend(target.path, self.cfg.backend, self.cfg.model.trust_remote_code))
                     done = self._generate(target, spec, info, opened[0], reward_path)
                     generated.append(spec.label)
                 result, answers = done
@@ -168,7 +170,7 @@ class Evaluator:
         (result,) = evaluate(
             target.path, target.kind, [spec], runner, self.items_paths, self.card, reward_path,
             decoding=self.cfg.backend.decoding, trust_remote_code=self.cfg.model.trust_remote_code,
-            backend_spec=self.cfg.backend,
+            backend_spec=self.cfg.backend, where=target.stage,
         )
         return result
 

@@ -31,8 +31,10 @@ from harness.backends.base import (
     open_backend,
     resolve_backend,
 )
+from harness.backends.metered import MeteredBackend
+from harness.backends.replay import ReplayBackend
 from harness.config import BackendSpec, DecodingSpec, SuiteSpec
-from harness.core import fingerprint
+from harness.core import fingerprint, progress
 from harness.core.artifacts import canonical_json, sha256_file, sha256_text
 from harness.core.fingerprint import EVAL_LIBRARIES, code_fingerprint
 from suites import SUITES
@@ -79,6 +81,7 @@ def evaluate(
     decoding: DecodingSpec | None = None,
     trust_remote_code: bool = False,
     backend_spec: BackendSpec | None = None,
+    where: str | None = None,
 ) -> list[SuiteResult]:
     """Results of every suite in ``suites`` that applies to a ``kind`` checkpoint (others are skipped).
 
@@ -86,7 +89,8 @@ def evaluate(
     at the end). ``decoding``: defaults to the spec's decoding (or ``DecodingSpec()``). ``reward``:
     a reward checkpoint folder (or a ``RewardScorer``) for the verbosity suite's reward metrics.
     ``backend_spec``: what an open ``backend`` was opened from (it identifies the results; default: the
-    backend's name with ``decoding``).
+    backend's name with ``decoding``). ``where``: what the progress display calls the checkpoint (default:
+    its folder's name); each suite is a task there, its backend calls metered.
     """
     spec_given = isinstance(backend, BackendSpec) or backend is None
     if isinstance(backend, BackendSpec):
@@ -95,7 +99,10 @@ def evaluate(
         backend_spec = BackendSpec(name=backend.name if backend is not None else "auto")
     decoding = decoding or backend_spec.decoding
     backend_spec = backend_spec.model_copy(update={"decoding": decoding})
-    runner: Backend = open_backend(ckpt_dir, backend_spec, trust_remote_code) if spec_given else backend  # type: ignore[assignment]
+    runner: Backend = backend  # type: ignore[assignment]
+    if spec_given:
+        with progress.loading(where or Path(ckpt_dir).name):
+            runner = open_backend(ckpt_dir, backend_spec, trust_remote_code)
     judges: dict[str, Judge] = {}  # one judge per distinct judge spec, closed at the end
     try:
         template = counts_chat_template(ckpt_dir, runner.has_chat_template)  # a fresh random init's does not
@@ -116,7 +123,10 @@ def evaluate(
             ctx = SuiteContext(kind=kind, chat=chat, sampling=sampling, judge=judge, reward=scorer,
                                world_card=world_card)
             log.info("suite %s: %d items on %s (%s)", spec.name, len(items), ckpt_dir, runner.name)
-            result = suite.run(runner, items, spec, ctx)
+            with progress.task(f"{spec.label} · {where or Path(ckpt_dir).name}") as meter:
+                # stored answers replay at once: nothing to watch
+                asked = runner if isinstance(runner, ReplayBackend) else MeteredBackend(runner, meter)
+                result = suite.run(asked, items, spec, ctx)
             reward_hash = result.reward_hash if spec.name in REWARD_SUITES else None
             ident = identify(spec, items, backend_spec, reward_hash)
             result.relabel(spec.label)
@@ -163,8 +173,10 @@ def planned_decoding(backend: BackendSpec, sampling: Sampling) -> dict[str, Any]
     """The decoding key of a suite run through the backend ``backend`` describes (resolved name, the
     configured dtype, batch size, device): the same whether the runner or `harness eval` asks."""
     name = resolve_backend(backend.name)
-    return decoding_key(name, sampling, backend.dtype, {"device": "cuda" if cuda_available() else "cpu"},
-                        batch_size=backend.decoding.batch_size)
+    extra: dict[str, Any] = {"device": "cuda" if cuda_available() else "cpu"}
+    if name == "vllm" and backend.tensor_parallel_size > 1:  # sharded matmuls sum in another order
+        extra["tensor_parallel_size"] = backend.tensor_parallel_size
+    return decoding_key(name, sampling, backend.dtype, extra, batch_size=backend.decoding.batch_size)
 
 
 def identify(spec: SuiteSpec, items: Sequence[Mapping[str, Any]], backend: BackendSpec,

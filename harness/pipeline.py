@@ -36,12 +36,13 @@ from harness.config import (
     topological_order,
     world_config,
 )
-from harness.core import artifacts
+from harness.core import artifacts, progress
 from harness.core.artifacts import Layout
 from harness.core.config_errors import format_errors
 from harness.core.store import Store
 from harness.eval_runner import EvalPlan, Evaluator
 from harness.judge_check import validate_judges
+from harness.progress_display import TrainingProgress, progress_display
 
 
 @dataclass
@@ -157,9 +158,9 @@ class Pipeline:
         checkpoint reused from the cache may have been trained under other stage names."""
         from training.runtime import execute
 
-        progress = _progress_callback(self.say, name)
         start = time.perf_counter()
-        result = execute(kind, name, config, inputs, self.layout, callbacks=[progress] if progress else None)
+        with progress.task(name, report=False, milestones=True) as meter:  # steps, loss and ETA while it trains
+            result = execute(kind, name, config, inputs, self.layout, callbacks=[TrainingProgress(meter)])
         ckpt = Checkpoint(
             stage=name,
             kind=kind,
@@ -214,6 +215,10 @@ class Pipeline:
     # ------------------------------------------------------------------ main
 
     def run(self) -> RunResult:
+        with progress_display(self.console):  # bars in a terminal, a line per finished task in CI
+            return self._run()
+
+    def _run(self) -> RunResult:
         start = time.perf_counter()
         cfg = self.cfg
         self.layout.output_dir.mkdir(parents=True, exist_ok=True)
@@ -275,6 +280,10 @@ class Pipeline:
 
     def train_one(self, stage_name: str) -> Checkpoint:
         """Train (or confirm cached) one stage whose inputs already exist complete; no evaluation."""
+        with progress_display(self.console):
+            return self._train_one(stage_name)
+
+    def _train_one(self, stage_name: str) -> Checkpoint:
         from training import StageInputs
         from training.runtime import stage_identity
 
@@ -324,30 +333,3 @@ class Pipeline:
             self.say(f"[red]attribution of the partial run failed too ({type(exc).__name__}: {exc}); "
                      "its effects are cleared[/]")
 
-
-def _progress_callback(say: Callable[[str], None], stage: str) -> Any:
-    """A TrainerCallback printing step, loss and ETA about ten times per stage."""
-    try:
-        from transformers import TrainerCallback
-    except ImportError:  # pragma: no cover
-        return None
-
-    class Progress(TrainerCallback):
-        def __init__(self) -> None:
-            self.start = time.perf_counter()
-            self.last_loss: float | None = None
-
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-            if logs and "loss" in logs:
-                self.last_loss = float(logs["loss"])
-
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            total = max(state.max_steps, 1)
-            every = max(total // 10, 1)
-            if state.global_step % every == 0 or state.global_step == total:
-                elapsed = time.perf_counter() - self.start
-                eta = elapsed / max(state.global_step, 1) * (total - state.global_step)
-                loss = f" loss {self.last_loss:.3f}" if self.last_loss is not None else ""
-                say(f"  {stage}: step {state.global_step}/{total}{loss}  elapsed {elapsed:.0f}s  eta {eta:.0f}s")
-
-    return Progress()

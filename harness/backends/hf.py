@@ -44,6 +44,7 @@ from harness.backends.base import (
     split_trailing_space,
 )
 from harness.backends.stops import end_token_ids
+from harness.core import progress
 
 log = logging.getLogger(__name__)
 SMALL_MODEL_PARAMS = 50_000_000  # below this, one CPU thread is fastest (measured, see module docs)
@@ -155,6 +156,7 @@ class HFBackend:
                 for i, comps in zip(batch, self._generate_batch([encoded[i] for i in batch], sampling),
                                     strict=True):
                     out[i] = comps
+                progress.advance(len(batch), sum(len(c.token_ids) for i in batch for c in out[i]))
         return [c for comps in out for c in comps]
 
     def _generate_batch(self, batch: list[list[int]], sampling: Sampling) -> list[list[Completion]]:
@@ -208,6 +210,7 @@ class HFBackend:
                 batch = order[start:start + self.batch_size]
                 for i, res in zip(batch, self._loglik_batch([pairs[i] for i in batch]), strict=True):
                     out[i] = res
+                progress.advance(len(batch))
         return [r for r in out if r is not None]
 
     def _loglik_batch(self, batch: list[tuple[list[int], list[int]]]) -> list[LogLik]:
