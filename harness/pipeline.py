@@ -320,6 +320,10 @@ class Pipeline:
         """Stage attribution, computed from the evaluations linked to the run and stored (report, gate
         and dashboard read it). Called after a failed run too: a rerun has already replaced links, and
         effects from before it would describe evaluations the run no longer shows."""
+        from harness.effects_inputs import effects_current
+
+        if effects_current(store, run_id, self.cfg.attribution):  # a rerun that changed nothing
+            return
         from harness.report import compute_and_store_effects
 
         compute_and_store_effects(store, run_id, self.cfg.attribution)

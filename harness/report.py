@@ -21,6 +21,7 @@ from rich.table import Table
 from harness.attribution import decision_rule, spec_of, stage_effects
 from harness.core.spec import AttributionSpec
 from harness.core.store import Store
+from harness.effects_inputs import inputs_key, stamp
 from harness.flags import TOKENS_METRIC, lineage_decompositions, reward_hacking_flags
 from harness.lineage import Lineage, lineage_paths
 from harness.recovery import bounds_text, planted_recovery
@@ -33,10 +34,12 @@ def compute_and_store_effects(store: Store, run_id: str | None = None,
     """Compute every stage effect of a run (latest run when None) under ``spec`` (default: the
     run's configured ``attribution:``), attach the reward-hacking flag of each stage to its
     ``verbosity.mean_tokens`` row (``details.reward_hacking``), replace the run's effects in
-    the store in one transaction, and return them as stored."""
+    the store in one transaction, and return them as stored. Each row's details keep the key of what
+    they were computed from (:mod:`harness.effects_inputs`), so a rerun that changed nothing keeps them."""
     run_id = store.require_run(run_id)
-    rows = _compute(store, run_id, spec or spec_of(store.get_run(run_id).get("config")))
-    store.replace_effects(run_id, [{k: v for k, v in r.items() if k != "run_id"} for r in rows])
+    spec = spec or spec_of(store.get_run(run_id).get("config"))
+    rows = [{k: v for k, v in r.items() if k != "run_id"} for r in _compute(store, run_id, spec)]
+    store.replace_effects(run_id, stamp(rows, inputs_key(store, run_id, spec)))
     return store.effects(run_id)
 
 

@@ -21,8 +21,11 @@ so their results are never compared with each other.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
+import re
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -164,6 +167,11 @@ def split_trailing_space(context: str, continuation: str) -> tuple[str, str]:
 
 
 def cuda_available() -> bool:
+    """``torch.cuda.is_available()``, without importing torch (seconds) where the answer is known
+    before: a torch built without CUDA or ROCm (its ``torch/version.py`` says so) has no GPU. A
+    cached rerun keys its evaluations (the device is in the decoding key) and does nothing else."""
+    if "torch" not in sys.modules and not _torch_built_with_gpu():
+        return False
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
@@ -171,11 +179,25 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+@functools.cache
+def _torch_built_with_gpu() -> bool:
+    """False only when the installed torch's ``version.py`` sets both ``cuda`` and ``hip`` to None."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.origin:
+        return False
+    try:
+        text = (Path(spec.origin).parent / "version.py").read_text(encoding="utf-8")
+    except OSError:
+        return True  # unknown: ask torch itself
+    builds = re.findall(r"^(cuda|hip)\b[^=\n]*=\s*(.+?)\s*$", text, flags=re.M)
+    return len(builds) != 2 or any(value != "None" for _, value in builds)
+
+
 def resolve_backend(name: str) -> str:
-    """``auto`` -> ``vllm`` when CUDA is available and vllm is importable, else ``hf``; others unchanged."""
+    """``auto`` -> ``vllm`` when vllm is importable and CUDA is available, else ``hf``; others unchanged."""
     if name != "auto":
         return name
-    if cuda_available() and importlib.util.find_spec("vllm") is not None:
+    if importlib.util.find_spec("vllm") is not None and cuda_available():
         return "vllm"
     return "hf"
 

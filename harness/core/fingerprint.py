@@ -11,8 +11,11 @@ retrained); SFT, which never imports it, is not.
 from __future__ import annotations
 
 import ast
+import atexit
 import hashlib
 import importlib.metadata
+import json
+import os
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -54,8 +57,13 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 @lru_cache(maxsize=1024)
 def _parsed(path: Path, mtime_ns: int, size: int) -> tuple[set[str], bytes]:
-    """(project modules imported, sha256 of the source) of one file; cached while the file is unchanged."""
+    """(project modules imported, sha256 of the source) of one file; cached while the file is unchanged,
+    and the imports across processes by the source's hash (:class:`_ImportsCache`)."""
     source = path.read_bytes()
+    digest = hashlib.sha256(source).digest()
+    known = _IMPORTS.get(digest)
+    if known is not None:
+        return known, digest
     names: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -63,7 +71,57 @@ def _parsed(path: Path, mtime_ns: int, size: int) -> tuple[set[str], bytes]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names.update(f"{node.module}.{a.name}" for a in node.names)  # `from pkg import module`
-    return {n for n in names if n.split(".")[0] in PROJECT_PACKAGES}, hashlib.sha256(source).digest()
+    names = {n for n in names if n.split(".")[0] in PROJECT_PACKAGES}
+    _IMPORTS.put(digest, names)
+    return names, digest
+
+
+class _ImportsCache:
+    """The project imports of a source, by the sha256 of its text, kept in a JSON file between processes:
+    parsing the ~70 files a run's keys cover takes most of a cached rerun's non-import time. Keyed by the
+    content (and :data:`PROJECT_PACKAGES`), so a stale entry can not exist; written once, at exit."""
+
+    MAX_ENTRIES = 4000
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.entries, self.dirty = path, None, False
+        self.salt = ",".join(PROJECT_PACKAGES).encode()
+
+    def _key(self, digest: bytes) -> str:
+        return hashlib.sha256(digest + self.salt).hexdigest()
+
+    def _load(self) -> dict[str, list[str]]:
+        if self.entries is None:
+            try:
+                loaded = json.loads(self.path.read_text(encoding="utf-8"))
+                self.entries = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self.entries = {}
+        return self.entries
+
+    def get(self, digest: bytes) -> set[str] | None:
+        names = self._load().get(self._key(digest))
+        return set(names) if isinstance(names, list) else None
+
+    def put(self, digest: bytes, names: set[str]) -> None:
+        self._load()[self._key(digest)] = sorted(names)
+        if not self.dirty:
+            self.dirty = True
+            atexit.register(self.save)
+
+    def save(self) -> None:
+        entries = list(self._load().items())[-self.MAX_ENTRIES:]
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(dict(entries)), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:  # a read-only home: parse again next time
+            tmp.unlink(missing_ok=True)
+
+
+_IMPORTS = _ImportsCache(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                         / "alignment-harness" / "project-imports.json")
 
 
 def module_closure(modules: Iterable[str], root: Path | None = None, leave_out: Iterable[str] = ()) -> list[Path]:
@@ -73,8 +131,12 @@ def module_closure(modules: Iterable[str], root: Path | None = None, leave_out: 
     seen: dict[Path, None] = {}
     todo = list(modules)
     skipped = set(leave_out)
+    asked: set[str] = set()  # names already looked up (each file imports many, most of them seen)
     while todo:
         name = todo.pop()
+        if name in asked:
+            continue
+        asked.add(name)
         path = None if name in skipped else module_file(name, root)
         if path is None or path in seen or path.relative_to(root).as_posix() in NOT_RESULT_SHAPING:
             continue

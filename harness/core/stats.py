@@ -18,14 +18,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 
 
+def _sps() -> Any:
+    """scipy.stats, imported when first needed: a second of start-up every command would pay otherwise."""
+    from scipy import stats
+
+    return stats
+
+
 def _z(confidence: float) -> float:
-    return float(sps.norm.ppf(0.5 + confidence / 2))
+    return float(_sps().norm.ppf(0.5 + confidence / 2))
 
 
 def wilson(successes: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -66,7 +72,7 @@ def bootstrap_ci(
         v = float(statistic(data))
         return v, v
 
-    res = sps.bootstrap(
+    res = _sps().bootstrap(
         (data,),
         lambda sample, axis=-1: statistic(sample, axis=axis),
         confidence_level=confidence,
@@ -105,7 +111,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if a.size < 3 or np.all(a == a[0]) or np.all(b == b[0]):
         return math.nan, math.nan
-    res = sps.spearmanr(a, b)
+    res = _sps().spearmanr(a, b)
     return float(res.statistic), float(res.pvalue)
 
 
@@ -114,7 +120,7 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if a.size < 3 or np.all(a == a[0]) or np.all(b == b[0]):
         return math.nan
-    return float(sps.pearsonr(a, b).statistic)
+    return float(_sps().pearsonr(a, b).statistic)
 
 
 def ols_slope(x: Sequence[float], y: Sequence[float]) -> float:
@@ -122,7 +128,7 @@ def ols_slope(x: Sequence[float], y: Sequence[float]) -> float:
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if a.size < 2 or np.all(a == a[0]):
         return 0.0
-    return float(sps.linregress(a, b).slope)
+    return float(_sps().linregress(a, b).slope)
 
 
 def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float:
