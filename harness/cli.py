@@ -109,6 +109,7 @@ def run(
     source: str = typer.Argument(..., help="Pipeline config YAML, or a packaged name (default, smoke)."),
     overrides: list[str] = typer.Argument(None, help="Dotted key=value overrides, e.g. stages.dpo.beta=0.2"),
     new_run: bool = typer.Option(False, "--new-run", help="Start a new run id even if an identical run exists."),
+    wide: bool = typer.Option(False, "--wide", help="Print the summary as one wide table (metric x every stage)."),
 ) -> None:
     """Train every stage and evaluate every checkpoint; reruns redo only what changed.
 
@@ -119,7 +120,7 @@ def run(
 
     cfg = _load(source, overrides)
     try:
-        result = Pipeline(cfg, console, new_run=new_run).run()
+        result = Pipeline(cfg, console, new_run=new_run, wide=wide).run()
     except ConfigError as exc:  # e.g. an `hf:` dataset that can not be opened, found before training
         _fail_usage(str(exc))
     except StageFailed as exc:
@@ -169,6 +170,7 @@ def eval_(
     kind: str | None = typer.Option(None, "--kind", help="Stage kind (default: from the manifest; else sft)."),
     store: Path | None = typer.Option(None, "--store", help="Write results to this store (file or output_dir)."),
     max_items: int | None = typer.Option(None, "--max-items", help="Evaluate only N items per suite."),
+    wide: bool = typer.Option(False, "--wide", help="Print the metrics as one wide table (full names in a column)."),
 ) -> None:
     """Run suites on one checkpoint and print metrics with 95% CIs.
 
@@ -186,7 +188,7 @@ def eval_(
         _fail_usage(str(exc))
     from harness.summary import print_metrics
 
-    print_metrics(table, f"{checkpoint}", console)
+    print_metrics(table, f"{checkpoint}", console, wide)
 
 
 @app.command("report")
@@ -194,6 +196,8 @@ def report(
     store: Path = typer.Option(Path("runs/default"), "--store", help="Results store file, or the output_dir holding it."),
     run_id: str | None = typer.Option(None, "--run", help="Run id (default: the latest run)."),
     markdown: Path | None = typer.Option(None, "--markdown", help="Also write the report as Markdown here."),
+    wide: bool = typer.Option(False, "--wide", help="One wide table each (needs ~150 columns); default: blocks "
+                              "that fit the terminal."),
     dashboard_url: str | None = typer.Option(None, "--dashboard-url",
                                              help="Dashboard base URL: print links to the exact views."),
 ) -> None:
@@ -208,8 +212,8 @@ def report(
     try:
         with Store(Store.resolve_path(store), readonly=True) as st:
             rid = st.require_run(run_id)
-            print_table(summary_table(st, rid), f"Run {rid}: metric per checkpoint", console)
-            print_report(st, rid, console)
+            print_table(summary_table(st, rid), f"Run {rid}: metric per checkpoint", console, wide)
+            print_report(st, rid, console, wide)
             links = ""
             if dashboard_url:
                 from harness.dashboard_links import markdown_links, report_links

@@ -140,11 +140,13 @@ def _existing_run(store: Store, cfg: PipelineConfig, card: dict | None) -> str |
 class Pipeline:
     """Walks the stage DAG for one config. ``run()`` is the product's main job."""
 
-    def __init__(self, cfg: PipelineConfig, console: Console | None = None, new_run: bool = False) -> None:
+    def __init__(self, cfg: PipelineConfig, console: Console | None = None, new_run: bool = False,
+                 wide: bool = False) -> None:
         self.cfg = cfg
         self.layout = Layout.of(cfg.output_dir)
         self.console = console or Console()
         self.new_run = new_run
+        self.wide = wide  # the run summary as one wide table (`harness run --wide`)
         self.checkpoints: dict[str, Checkpoint] = {}
         self.trained: list[str] = []
 
@@ -274,7 +276,7 @@ class Pipeline:
             summary_path = self.layout.summary_path(run_id)
             from harness.summary import write_summary
 
-            write_summary(store, run_id, summary_path, self.console)
+            write_summary(store, run_id, summary_path, self.console, self.wide)
         return RunResult(run_id, self.checkpoints, self.trained, evaluator.computed, time.perf_counter() - start,
                          summary_path)
 

@@ -18,6 +18,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from harness import terminal_tables
 from harness.attribution import decision_rule, spec_of, stage_effects
 from harness.core.spec import AttributionSpec
 from harness.core.store import Store
@@ -245,33 +246,38 @@ def _recovery_section(effects: list[Row], card: Mapping[str, Any] | None, lin: L
 def flat_checks(rec: Row) -> list[list[str]]:
     """One row per flat check of a recovery: stage, metric, forbidden side, effect [the interval its
     equivalence was tested on, with its level], bounds, verdict."""
-    rows = []
+    return [[c["stage"], c["metric"], c["forbidden"], c["effect"] + c["interval"] + c["note"], c["bounds"], c["status"]]
+            for c in _flat_parts(rec)]
+
+
+def _flat_parts(rec: Row) -> list[Row]:
+    """Each flat check's cells: stage, metric, forbidden, effect, interval (' [a, b]'), note (its level, or
+    descriptive), level, bounds, status."""
+    parts = []
     for c in (c for c in rec["checks"] if c["direction"] == "flat"):
         eq = c["equivalence"] or {}
-        level = f" at {100 * eq['level']:.6g}%" if eq.get("level") else ""
-        ci = _ci(*eq["ci"]) + (" (descriptive)" if eq.get("descriptive") else level) if eq else ""
-        rows.append([c["stage"], c["metric"], c["forbidden"], _signed(c["effect"]) + ci,
-                     bounds_text(eq) if eq else "—", c["status"]])
-    return rows
+        level = f"{100 * eq['level']:.6g}%" if eq.get("level") and not eq.get("descriptive") else ""
+        note = (" (descriptive)" if eq.get("descriptive") else f" at {level}" if level else "") if eq else ""
+        parts.append({"stage": c["stage"], "metric": c["metric"], "forbidden": c["forbidden"],
+                      "effect": _signed(c["effect"]), "interval": _ci(*eq["ci"]) if eq else "", "note": note,
+                      "level": level, "bounds": bounds_text(eq) if eq else "—", "status": c["status"]})
+    return parts
 
 
 # --------------------------------------------------------------------------- terminal
 
+VERDICT_STYLE = {"recovered": "[green]recovered[/]", "missed": "[bold red]missed[/]"}
+EXPECTED_MARK = {"increase": "↑", "decrease": "↓", "flat": "=", "any": "any"}
 
-def print_report(store: Store, run_id: str | None = None, console: Console | None = None) -> None:
-    """Headline effects, reward-hacking flags and the planted-recovery line as rich tables."""
+
+def print_report(store: Store, run_id: str | None = None, console: Console | None = None, wide: bool = False) -> None:
+    """Headline effects, reward-hacking flags and the planted-recovery line: a block per stage that fits the
+    console (:mod:`harness.terminal_tables`), or with ``wide`` one table of every effect."""
     console = console or Console()
     run_id = store.require_run(run_id)
     effects = _effects_for_report(store, run_id)
-    table = Table(title=f"Stage effects — run {run_id}", caption=interval_label(effects), show_lines=False)
-    for col in ("stage", "parent", "metric", "effect [CI]", "p (Holm)", "n", "expected", "attributed"):
-        table.add_column(col, justify="right" if col in ("n", "p (Holm)") else "left")
-    for r in (r for r in effects if r["family"] == "headline"):
-        table.add_row(r["stage"], r["parent_stage"] or "", r["metric"],
-                      _signed(r["effect"]) + _ci(r["ci_low"], r["ci_high"]), _num(r["p_adjusted"]),
-                      _num(r["n"]), r["expected_direction"] or "",
-                      "[bold green]✔[/]" if r["attributed"] else "")
-    console.print(table)
+    head = [r for r in effects if r["family"] == "headline"]
+    (_print_effects_wide if wide else _print_effects)(console, run_id, head, interval_label(effects))
     for line in judge_validity_lines(store, run_id):
         console.print(line, highlight=False, markup=False)
     for r in effects:
@@ -281,18 +287,78 @@ def print_report(store: Store, run_id: str | None = None, console: Console | Non
                           f"{'[bold red]FLAGGED[/]' if f['flagged'] else 'not flagged'} ({f['reason']})")
     rec = recovery(store, run_id, effects)
     if rec is not None:
-        flat = Table(title="Flat expectations (equivalence: the TOST interval inside the bounds)")
-        for col in ("stage", "metric", "forbidden", "effect [TOST interval]", "bounds", "verdict"):
-            flat.add_column(col)
-        for row in flat_checks(rec):
-            flat.add_row(*row[:-1], {"recovered": "[green]recovered[/]", "missed": "[bold red]missed[/]"}
-                         .get(row[-1], "[yellow]inconclusive[/]"))
-        if flat.row_count:
-            console.print(flat)
+        flat = _flat_parts(rec)
+        if flat:
+            (_print_flat_wide if wide else _print_flat)(console, flat)
         for line in rec["lines"][1:]:
             if not line.startswith(("[ok]", "[any]")):  # what did not go as the card says
                 console.print(line, highlight=False, markup=False)
         console.print(rec["summary"], highlight=False)
+
+
+def _attributed(r: Row) -> str:
+    return "[bold green]✔[/]" if r["attributed"] else ""
+
+
+def _print_effects_wide(console: Console, run_id: str, head: list[Row], caption: str) -> None:
+    table = Table(title=f"Stage effects — run {run_id}", caption=caption, show_lines=False)
+    for col in ("stage", "parent", "metric", "effect [CI]", "p (Holm)", "n", "expected", "attributed"):
+        table.add_column(col, justify="right" if col in ("n", "p (Holm)") else "left")
+    for r in head:
+        table.add_row(r["stage"], r["parent_stage"] or "", r["metric"],
+                      _signed(r["effect"]) + _ci(r["ci_low"], r["ci_high"]), _num(r["p_adjusted"]),
+                      _num(r["n"]), r["expected_direction"] or "", _attributed(r))
+    console.print(table)
+
+
+def _print_effects(console: Console, run_id: str, head: list[Row], caption: str) -> None:
+    """One block per stage (child − parent), its metrics under their suites; metrics not compared (no value
+    at one of the two stages) are left out."""
+    blocks = []
+    compared = [r for r in head if r["effect"] is not None or r["n"] is not None]
+    for stage in dict.fromkeys(r["stage"] for r in compared):
+        rows = [r for r in compared if r["stage"] == stage]
+        t = terminal_tables.table(["metric", "effect", "CI", "Holm p", "n", "exp.", ""],
+                                  ["left", "right", "left", "right", "right", "center", "left"],
+                                  title=f"{stage} − {rows[0]['parent_stage'] or '—'}")
+        terminal_tables.add_by_suite(t, ((r["metric"], [
+            _signed(r["effect"]), _ci(r["ci_low"], r["ci_high"]).strip(), _num(r["p_adjusted"]), _num(r["n"]),
+            EXPECTED_MARK.get(r["expected_direction"] or "", r["expected_direction"] or ""), _attributed(r)])
+            for r in rows))
+        blocks.append(t)
+    terminal_tables.print_blocks(console, f"Stage effects — run {run_id}", blocks)
+    left_out = len(head) - len(compared)
+    console.print(f"{caption}. exp.: the world card's expectation (↑ increase, ↓ decrease, = flat, any); "
+                  "✔: attributed to the stage" + (f"; {left_out} metrics without a value at both stages left out "
+                                                  "(--wide lists them)" if left_out else "") + ".",
+                  highlight=False, style="dim")
+
+
+def _print_flat_wide(console: Console, flat: list[Row]) -> None:
+    table = Table(title="Flat expectations (equivalence: the TOST interval inside the bounds)")
+    for col in ("stage", "metric", "forbidden", "effect [TOST interval]", "bounds", "verdict"):
+        table.add_column(col)
+    for c in flat:
+        table.add_row(c["stage"], c["metric"], c["forbidden"], c["effect"] + c["interval"] + c["note"], c["bounds"],
+                      VERDICT_STYLE.get(c["status"], "[yellow]inconclusive[/]"))
+    console.print(table)
+
+
+def _print_flat(console: Console, flat: list[Row]) -> None:
+    """One block per stage (the bounds say which side is forbidden: ``< +b`` an increase, ``±b`` both); the
+    intervals' level once below."""
+    blocks = []
+    for stage in dict.fromkeys(c["stage"] for c in flat):
+        t = terminal_tables.table(["metric", "effect", "TOST interval", "bounds", "verdict"],
+                                  ["left", "right", "left", "left", "left"], title=stage)
+        terminal_tables.add_by_suite(t, ((c["metric"], [
+            c["effect"], c["interval"].strip() + (" (descriptive)" if "descriptive" in c["note"] else ""),
+            c["bounds"], VERDICT_STYLE.get(c["status"], "[yellow]inconclusive[/]")]) for c in flat if c["stage"] == stage))
+        blocks.append(t)
+    terminal_tables.print_blocks(console, "Flat expectations (equivalence: the TOST interval inside the bounds)", blocks)
+    levels = sorted({c["level"] for c in flat if c["level"]})
+    if levels:
+        console.print(f"TOST intervals at {', '.join(levels)}.", highlight=False, style="dim")
 
 
 def recovery(store: Store, run_id: str | None = None, effects: list[Row] | None = None) -> Row | None:

@@ -9,9 +9,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness import terminal_tables
 from harness.config import INIT
 from harness.core.artifacts import write_text_atomic
 from harness.core.store import Store
+from harness.terminal_tables import metric_stage_blocks, print_blocks
 
 
 def stage_order(checkpoints: pd.DataFrame) -> list[str]:
@@ -56,9 +58,15 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
     return f"# {title}\n\n" + "\n".join([head, rule, *rows]) + "\n"
 
 
-def print_table(table: pd.DataFrame, title: str, console: Console) -> None:
+def print_table(table: pd.DataFrame, title: str, console: Console, wide: bool = False) -> None:
+    """The metric x stage table: a block per suite that fits the console (:mod:`harness.terminal_tables`),
+    or with ``wide`` one table of every metric and stage."""
     if table.empty:
         console.print(f"{title}: no metrics stored yet")
+        return
+    if not wide:
+        values = {str(metric): {str(s): _fmt(v) for s, v in row.items()} for metric, row in table.iterrows()}
+        print_blocks(console, title, metric_stage_blocks(console, values, [str(s) for s in table.columns]))
         return
     rich_table = Table(title=title, show_lines=False)
     rich_table.add_column("metric")
@@ -69,24 +77,35 @@ def print_table(table: pd.DataFrame, title: str, console: Console) -> None:
     console.print(rich_table)
 
 
-def write_summary(store: Store, run_id: str, path: Path, console: Console | None = None) -> str:
-    """Print the summary and write it as Markdown to ``path``; returns the Markdown."""
+def write_summary(store: Store, run_id: str, path: Path, console: Console | None = None, wide: bool = False) -> str:
+    """Print the summary (``wide``: as one table) and write it as Markdown to ``path``; returns the Markdown."""
     run = store.get_run(run_id)
     title = f"Run {run_id} ({run['name']}): metric per checkpoint"
     table = summary_table(store, run_id)
     if console is not None:
-        print_table(table, title, console)
+        print_table(table, title, console, wide)
     text = to_markdown(table, title)
     write_text_atomic(path, text)
     return text
 
 
-def print_metrics(table: pd.DataFrame, title: str, console: Console) -> None:
-    """A metrics table (metric, value, 95% CI, n, direction) for one checkpoint."""
+def print_metrics(table: pd.DataFrame, title: str, console: Console, wide: bool = False) -> None:
+    """A metrics table (metric, value, 95% CI, n, direction) for one checkpoint: metrics under a heading per
+    suite (``wide``: full names, one table)."""
+    if not wide:
+        t = terminal_tables.table(["metric", "value", "95% CI", "n", "better"],
+                                  ["left", "right", "right", "right", "center"], title=escape(title))
+        terminal_tables.add_by_suite(t, ((row["metric"], _metric_cells(row)) for _, row in table.iterrows()))
+        console.print(t)
+        return
     rich_table = Table(title=title)
     for col, justify in (("metric", "left"), ("value", "right"), ("95% CI", "right"), ("n", "right"), ("better", "center")):
         rich_table.add_column(col, justify=justify)
     for _, row in table.iterrows():
-        ci = f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]" if row["ci_low"] is not None else "—"
-        rich_table.add_row(escape(row["metric"]), _fmt(row["value"]), ci, str(row["n"]), "↑" if row["higher_is_better"] else "↓")
+        rich_table.add_row(escape(row["metric"]), *_metric_cells(row))
     console.print(rich_table)
+
+
+def _metric_cells(row: pd.Series) -> list[str]:
+    ci = f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]" if row["ci_low"] is not None else "—"
+    return [_fmt(row["value"]), ci, str(row["n"]), "↑" if row["higher_is_better"] else "↓"]
