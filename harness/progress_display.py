@@ -151,14 +151,30 @@ class _RateColumn(ProgressColumn):
         return Text(task.fields.get("phase", ""), style="progress.data.speed")
 
 
+class _CountColumn(MofNCompleteColumn):
+    """``done/total``; nothing for a task without a count (loading a model)."""
+
+    def render(self, task: Any) -> Text:
+        return super().render(task) if task.total is not None else Text("")
+
+
+class _TimeColumn(TimeRemainingColumn):
+    """``ETA h:mm:ss``; the time elapsed for a task without a count."""
+
+    def render(self, task: Any) -> Text:
+        if task.total is None:
+            return Text(f"{task.elapsed or 0:.0f}s", style="progress.elapsed")
+        return Text.assemble("ETA ", super().render(task))
+
+
 class LiveDisplay:
     """rich progress bars, one per running task (see the module docstring)."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.bars = Progress(
-            TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(), _RateColumn(),
-            TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True, refresh_per_second=4,
+            TextColumn("{task.description}"), BarColumn(bar_width=16), _CountColumn(), _RateColumn(), _TimeColumn(),
+            console=console, transient=True, refresh_per_second=4,
         )
 
     def __enter__(self) -> LiveDisplay:

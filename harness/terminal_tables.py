@@ -43,15 +43,22 @@ def table(headers: Sequence[str], justify: Sequence[str] = (), title: str | None
 
 def add_by_suite(t: Table, rows: Iterable[tuple[str, Cells]]) -> None:
     """Rows ``(metric, cells)`` under a bold heading row per suite, the names without the suite prefix
-    (rows of one suite kept together, in the order given)."""
+    (rows of one suite kept together); a breakdown ``name[group]`` right under its ``name``, as ``[group]``."""
     rows = list(rows)
-    order = list(dict.fromkeys(suite_of(m)[0] for m, _ in rows))
-    for suite in order:
+    for suite in dict.fromkeys(suite_of(m)[0] for m, _ in rows):
         members = [(suite_of(m)[1], cells) for m, cells in rows if suite_of(m)[0] == suite]
+        width = len(members[0][1])
         if suite:
-            t.add_row(Text(suite, style="bold"), *([""] * len(members[0][1])))
-        for name, cells in members:
-            t.add_row(escape(f" {name}" if suite else name), *cells)
+            t.add_row(Text(suite, style="bold"), *([""] * width))
+        indent = " " if suite else ""
+        bases = list(dict.fromkeys(name.split("[", 1)[0] for name, _ in members))
+        for base in bases:
+            group = [(name, cells) for name, cells in members if name.split("[", 1)[0] == base]
+            if all("[" in name for name, _ in group):  # a breakdown without its headline row: name it once
+                t.add_row(escape(indent + base), *([""] * width))
+            for name, cells in group:
+                shown = name if "[" not in name else "  " + name[len(base):]
+                t.add_row(escape(indent + shown), *cells)
 
 
 def fits(console: Console, renderable: RenderableType) -> bool:

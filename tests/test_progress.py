@@ -113,6 +113,11 @@ def test_a_terminal_shows_bars_that_fit_80_columns() -> None:
     text = shown.export_text()
     assert "hallucination · sft-0123456789ab" in text and "128/450" in text and "tok/s" in text and "ETA" in text
     assert max(len(line) for line in text.splitlines()) <= 80
+    with display.task("loading sft", report=False) as meter:  # no count: no "0/?", the time it has taken
+        meter.begin("loading", None)
+        shown = Console(record=True, width=80)
+        shown.print(display.bars.get_renderable())
+    assert "loading sft" in shown.export_text() and "/?" not in shown.export_text()
 
 
 def test_training_prints_about_ten_lines_in_ci_as_before() -> None:

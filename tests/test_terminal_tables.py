@@ -91,7 +91,9 @@ def test_eval_metrics_fit_80_columns() -> None:
     print_metrics(table, "runs/smoke/checkpoints/sft-0123456789ab", console)
     text = console.export_text()
     assert_fits(text)
-    assert "harmful_refusal_rate[privacy_fictional]" in text
+    lines = [line.strip() for line in text.splitlines()]
+    assert any(line.startswith("harmful_refusal_rate ") for line in lines)  # the base once, then its groups
+    assert sum(line.startswith("[") for line in lines) == 3 and "[privacy_fictional]" in text
 
 
 def test_wide_keeps_one_table_and_markdown_is_unchanged(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
