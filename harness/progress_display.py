@@ -143,6 +143,8 @@ class _RateColumn(ProgressColumn):
     """Generated tokens per second in the current phase, else the task's note, else the phase."""
 
     def render(self, task: Any) -> Text:
+        if task.total is None:  # loading: the description says it
+            return Text("")
         tokens, elapsed = task.fields.get("tokens", 0), task.elapsed or 0.0
         if task.fields.get("note"):
             return Text(task.fields["note"], style="progress.data.speed")

@@ -80,11 +80,11 @@ def stage_blocks(console: Console, stages: Sequence[str], make: Callable[[Sequen
 
 
 def print_blocks(console: Console, title: str | None, blocks: Sequence[RenderableType]) -> None:
-    """A bold title, then the blocks with a blank line between them."""
+    """A bold title, then the blocks, each followed by a blank line."""
     parts: list[RenderableType] = [Text(title, style="bold")] if title else []
     for block in blocks:
         parts += [block, Text("")]
-    console.print(Group(*parts[:-1] if blocks else parts))
+    console.print(Group(*parts))
 
 
 def metric_stage_blocks(console: Console, values: dict[str, dict[str, str]], stages: Sequence[str]) -> list[Table]:
