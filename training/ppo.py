@@ -22,9 +22,10 @@ One iteration (``step``):
 5. **update** — ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss, clipped
    value loss, gradient clipping, one optimizer + scheduler per model.
 
-Every step logs (returned as ``log_history``, written to ``ppo_log.jsonl``): ``score`` (mean raw
-reward-model score), ``score_used`` (after normalisation and the EOS penalty), ``kl`` (mean over
-responses of Σ_t logπ − logπ_ref), ``non_score_reward`` (−β·kl), ``rlhf_reward``, ``kl_coef``,
+Every step logs, over the rollouts of every process (``explained_variance``: rank 0's), returned
+as ``log_history`` and written to ``ppo_log.jsonl``: ``score`` (mean raw reward-model score),
+``score_used`` (after normalisation and the EOS penalty), ``kl`` (mean over responses of
+Σ_t logπ − logπ_ref), ``non_score_reward`` (−β·kl), ``rlhf_reward``, ``kl_coef``,
 ``entropy``, ``clipfrac``, ``approxkl``, ``policy_loss``, ``value_loss``, ``value_clipfrac``,
 ``explained_variance``, ``mean_response_length`` (tokens, EOS included), ``mean_response_words``,
 ``no_eos_share``, ``lr`` and the seconds spent generating, scoring, in forward passes and updating. Every ``save_every`` steps the full training state is
@@ -335,6 +336,9 @@ def run(config: Config, inputs: StageInputs, out_dir: Path) -> dict[str, Any]:
         seq_kl = gather(kl.sum(1))
         kl_ctl.update(seq_kl.mean().item(), len(idx) * world)
         g_raw, g_scores, g_len, g_eos = gather(raw), gather(scores), gather(lengths.float()), gather(has_eos.float())
+        g_words = gather(torch.tensor([len(t.split()) for t in texts], device=acc.device, dtype=torch.float64))
+        g_stats = reduce_sum(torch.tensor([sum(v) / len(v) for v in stats.values()], device=acc.device,
+                                          dtype=torch.float64)) / world
         entry = {
             "step": step,
             "score": g_raw.mean().item(),
@@ -345,10 +349,10 @@ def run(config: Config, inputs: StageInputs, out_dir: Path) -> dict[str, Any]:
             "kl_coef": beta,
             "explained_variance": core.explained_variance(values, returns, rmask).item(),
             "mean_response_length": g_len.mean().item(),
-            "mean_response_words": sum(len(t.split()) for t in texts) / len(texts),
+            "mean_response_words": g_words.mean().item(),
             "no_eos_share": 1.0 - g_eos.mean().item(),
             "lr": lr,
-            **{k: sum(v) / len(v) for k, v in stats.items()},
+            **dict(zip(stats, g_stats.tolist(), strict=True)),  # means over the processes' minibatches
             "response_tokens": int(g_len.sum().item()),
             "time_generate_s": t1 - t0, "time_score_s": t2 - t1, "time_forward_s": t3 - t2,
             "time_update_s": t4 - t3, "time_step_s": t4 - t0,
@@ -388,4 +392,5 @@ def summarise(log_history: list[dict[str, Any]], wall_s: float, steps: int) -> d
     return out
 
 
-STAGE = StageDef(kind="ppo", Config=Config, run=run, version="1", data_key="rl_prompts", needs_reward=True)
+STAGE = StageDef(kind="ppo", Config=Config, run=run, version="1", data_key="rl_prompts", needs_reward=True,
+                 shardable=False)

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 THREADS_ENV = "HARNESS_TORCH_THREADS"  # overrides the torch thread count chosen on CPU
+LAUNCH_ENV = "HARNESS_LAUNCH"  # the engine `harness run --launch` chose (ddp, fsdp, ...), recorded in manifests
 
 
 def is_main_process() -> bool:
@@ -17,12 +18,31 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
 
 
+def world_size() -> int:
+    """Processes training this stage together (``WORLD_SIZE`` under ``accelerate launch``; else 1)."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+
+
 def wait_for_everyone() -> None:
     """A barrier across the processes of ``accelerate launch``; nothing in a single process."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    if world_size() > 1:
         from accelerate import PartialState
 
         PartialState().wait_for_everyone()
+
+
+def distributed_metrics(config: Any) -> dict[str, Any]:
+    """What the manifest records about the processes: their number, the engine, and the global batch
+    (per device x processes x accumulation; PPO: rollouts and minibatch per process x processes)."""
+    n = world_size()
+    out: dict[str, Any] = {"num_processes": n, "launch": os.environ.get(LAUNCH_ENV) or ("none" if n == 1 else "accelerate")}
+    if getattr(config, "per_device_train_batch_size", None) is not None:
+        accumulation = getattr(config, "gradient_accumulation_steps", 1)
+        out["global_batch_size"] = config.per_device_train_batch_size * n * accumulation
+    elif getattr(config, "rollout_batch_size", None) is not None:
+        out["global_batch_size"] = config.rollout_batch_size * n
+        out["global_minibatch_size"] = getattr(config, "minibatch_size", config.rollout_batch_size) * n
+    return out
 
 
 def cpu_threads() -> tuple[int, str]:

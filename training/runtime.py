@@ -39,7 +39,14 @@ from harness.core.artifacts import InputRef, Layout, Manifest
 from harness.core.fingerprint import TRAINING_LIBRARIES, code_fingerprint
 from harness.core.spec import INIT
 from training.data import data_fingerprint
-from training.process import is_main_process, peak_memory_mb, prepare_process, wait_for_everyone
+from training.process import (
+    distributed_metrics,
+    is_main_process,
+    peak_memory_mb,
+    prepare_process,
+    wait_for_everyone,
+    world_size,
+)
 from training.stage import StageInputs
 
 # options that change how a stage runs, not what it produces: left out of the content hash
@@ -113,12 +120,18 @@ def _input_refs(kind: str, inputs: StageInputs) -> dict[str, InputRef]:
     return refs
 
 
-def stage_identity(kind: str, stage_name: str, config: BaseModel, inputs: StageInputs, layout: Layout) -> StageIdentity:
-    """The content hash and checkpoint directory this stage would produce (reads input manifests only)."""
+def stage_identity(kind: str, stage_name: str, config: BaseModel, inputs: StageInputs, layout: Layout,
+                   processes: int | None = None) -> StageIdentity:
+    """The content hash and checkpoint directory this stage would produce (reads input manifests only).
+    ``processes`` (default: this launch's world size) enters the hash when > 1: it multiplies the global
+    batch and splits the data, so a 2-process checkpoint is another checkpoint (``init`` only copies)."""
     refs = _input_refs(kind, inputs)
     data_fp = data_fingerprint(inputs.data, stage_name) if inputs.data is not None else ""
     dumped = config.model_dump(mode="json")
     keyed = {"kind": kind, "seed": inputs.seed, "options": {k: v for k, v in dumped.items() if k not in NOT_HASHED}}
+    processes = world_size() if processes is None else processes
+    if processes > 1 and kind != INIT:
+        keyed["processes"] = processes
     code = stage_code_version(kind)
     digest = artifacts.content_hash(keyed, {r: ref.content_hash for r, ref in refs.items()}, data_fp, code)
     # content-addressed by kind, not name: renaming a stage in a config reuses its checkpoint
@@ -150,11 +163,13 @@ def execute(
     if not isinstance(config, stage.Config):
         config = stage.Config.model_validate(config if isinstance(config, dict) else config.model_dump())
     ident = stage_identity(kind, stage_name, config, inputs, layout)
-    if artifacts.is_complete(ident.path, ident.content_hash):
+    if world_size() == 1 and artifacts.is_complete(ident.path, ident.content_hash):
         return StageResult(ident.path, artifacts.read_manifest(ident.path), True)
     # Two runs sharing an output_dir: the second waits here, then finds the checkpoint complete.
-    # Only rank 0 locks under `accelerate launch` (the other ranks follow it through the barriers).
+    # Only rank 0 locks under `accelerate launch`; the others decide after a barrier it passes holding
+    # the lock, so every rank sees the same state (complete, or about to be trained by rank 0).
     with artifacts.exclusive(ident.path) if is_main_process() else nullcontext():
+        wait_for_everyone()
         if artifacts.is_complete(ident.path, ident.content_hash):
             return StageResult(ident.path, artifacts.read_manifest(ident.path), True)
         return _train(kind, stage_name, config, inputs, layout, ident, callbacks)
@@ -195,6 +210,7 @@ def _train(kind: str, stage_name: str, config: BaseModel, inputs: StageInputs, l
         raise
     manifest.log_history = _json_safe(metrics.pop("log_history", []))
     metrics.update(env, wall_s=round(time.perf_counter() - start, 3), peak_memory_mb=peak_memory_mb())
+    metrics.update(distributed_metrics(config))
     metrics["resumed_from"] = str(resume) if resume else None
     manifest.metrics = _json_safe(metrics)
     if main:
@@ -249,6 +265,7 @@ def train_args(config: TrainOptions, inputs: StageInputs, **overrides: Any) -> d
         "logging_strategy": "steps", "logging_nan_inf_filter": False, "save_strategy": "steps", "report_to": [],
         "use_cpu": not cuda, "bf16": bool(cuda and torch.cuda.is_bf16_supported()), "fp16": False,
         "gradient_checkpointing": False, "disable_tqdm": True, "dataloader_num_workers": 0,
+        "ddp_find_unused_parameters": False,  # every parameter trains; True costs a graph walk per step
         "include_num_input_tokens_seen": "non_padding", **overrides,
     }
 

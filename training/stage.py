@@ -38,3 +38,4 @@ class StageDef:
     version: str  # bump when the stage's code changes what it produces (part of the content hash)
     data_key: str | None = None  # the world file it reads by default: pretrain, sft, preferences, rl_prompts
     needs_reward: bool = False  # RL stages name a `reward` stage
+    shardable: bool = True  # False: its own loop can not run under FSDP/DeepSpeed (`harness run --launch` uses DDP)
