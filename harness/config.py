@@ -94,6 +94,9 @@ def registry_errors(cfg: PipelineConfig) -> list[tuple[str, str]]:
         errors += judge_errors(suite.judge, f"suites[{i}].judge")
     if cfg.backend.name != "auto" and cfg.backend.name not in BACKENDS:
         errors.append(("backend.name", BACKENDS.unknown_message(cfg.backend.name) + " or 'auto'"))
+    for key in ("tensor_parallel_size", "data_parallel_size"):
+        if cfg.backend.name == "hf" and getattr(cfg.backend, key) > 1:
+            errors.append((f"backend.{key}", "a vLLM setting; backend.name is 'hf' (one device per evaluation)"))
     if cfg.world is not None:
         try:
             world_config(cfg.world)

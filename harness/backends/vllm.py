@@ -10,6 +10,11 @@
   and tokenized exactly like :class:`~harness.backends.hf.HFBackend`; vLLM gets token ids only,
   and completions are decoded in the parent (``detokenize=False`` in the child). So the two
   backends differ only in the forward pass.
+- **Parallel.** ``tensor_parallel_size`` goes to ``vllm.LLM`` (one model over that many GPUs).
+  ``data_parallel_size`` starts that many children, each seeing its own ``tensor_parallel_size`` GPUs
+  (``CUDA_VISIBLE_DEVICES``): a request list is cut into consecutive chunks, one per replica, and
+  the answers are joined in order (vLLM's own ``LLM(data_parallel_size=)`` refuses offline use).
+  Sampling seeds are per request, so an answer does not depend on its replica.
 - ``generate``: ``SamplingParams`` with ``temperature`` (0 = greedy), ``top_p``, top-k off, a
   per-request ``seed``, ``n`` samples; ``stop_token_ids`` every end-of-turn id (EOS, the generation
   config's, the chat template's: :mod:`harness.backends.stops`).
@@ -87,6 +92,8 @@ class VLLMBackend:
         gpu_memory_utilization: float | None = None,
         trust_remote_code: bool = False,
         seed: int = 0,
+        tensor_parallel_size: int = 1,
+        data_parallel_size: int = 1,
     ) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
@@ -112,18 +119,23 @@ class VLLMBackend:
             "max_model_len": self.max_length, "seed": seed, "trust_remote_code": trust_remote_code,
             "enable_prefix_caching": False, "generation_config": "vllm",
             "gpu_memory_utilization": gpu_memory_utilization or (0.3 if self.on_cpu else 0.85),
+            "tensor_parallel_size": tensor_parallel_size,
         }
         if self.on_cpu:
             engine["enforce_eager"] = True
-        self._proc, self._conn = _start_child(engine, {**CHILD_ENV, **(CPU_ENV if self.on_cpu else {})})
-        self._finalizer = weakref.finalize(self, _stop_child, self._proc, self._conn)
-        info = self._call("ready", None, timeout=float(os.environ.get(START_TIMEOUT_ENV, "900")))
+        env = {**CHILD_ENV, **(CPU_ENV if self.on_cpu else {})}
+        self._children = [_start_child(engine, env, devices)
+                          for devices in replica_devices(data_parallel_size, tensor_parallel_size, self.on_cpu)]
+        self._finalizer = weakref.finalize(self, _stop_children, self._children)
+        timeout = float(os.environ.get(START_TIMEOUT_ENV, "900"))
+        info = self._call("ready", [None] * len(self._children), timeout=timeout)[0]
         self.dtype_name = str(info["dtype"]).removeprefix("torch.")
 
     @classmethod
     def from_spec(cls, ckpt_dir: Path | str, spec: Any, trust_remote_code: bool = False) -> VLLMBackend:
-        """Open from a :class:`harness.core.spec.BackendSpec` (dtype, decoding.seed)."""
-        return cls(ckpt_dir, dtype=spec.dtype, seed=spec.decoding.seed, trust_remote_code=trust_remote_code)
+        """Open from a :class:`harness.core.spec.BackendSpec` (dtype, decoding.seed, tensor / data parallel sizes)."""
+        return cls(ckpt_dir, dtype=spec.dtype, seed=spec.decoding.seed, trust_remote_code=trust_remote_code,
+                   tensor_parallel_size=spec.tensor_parallel_size, data_parallel_size=spec.data_parallel_size)
 
     def _eos_ids(self, config: Any) -> set[int]:
         """The same stop tokens as hf (:func:`harness.backends.stops.end_token_ids`): the tokenizer's
@@ -137,36 +149,45 @@ class VLLMBackend:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
     def close(self) -> None:
-        """End the child process (and with it every byte vLLM held)."""
+        """End the child processes (and with them every byte vLLM held)."""
         self._finalizer()
 
-    # ------------------------------------------------------------------ talking to the child
+    # ------------------------------------------------------------------ talking to the children
 
-    def _call(self, op: str, payload: Any, timeout: float | None = None) -> Any:
+    def _call(self, op: str, payloads: list[Any], timeout: float | None = None) -> list[Any]:
+        """``payloads[i]`` to replica i (None: nothing for it; ``ready`` waits for all), then every answer,
+        in replica order; a failed request raises once every asked replica has answered."""
         if not self._finalizer.alive:
             raise VLLMError("the vllm backend is closed")
-        if op != "ready":
-            self._conn.send((op, payload))
+        asked = [i for i, payload in enumerate(payloads) if payload is not None or op == "ready"]
+        for i in asked if op != "ready" else []:
+            self._children[i][1].send((op, payloads[i]))
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._conn.poll(1.0):
-            if not self._proc.is_alive():
-                code = self._proc.exitcode
+        results: list[Any] = [None] * len(payloads)
+        failed = None
+        for i in asked:
+            proc, conn = self._children[i]
+            while not conn.poll(1.0):
+                if not proc.is_alive():
+                    code = proc.exitcode
+                    self.close()
+                    hint = " (SIGILL: an instruction this CPU lacks; on CPU use float32)" if code == -4 else ""
+                    raise VLLMError(f"the vLLM child process for {self.checkpoint} died with exit code {code}{hint}")
+                if deadline is not None and time.monotonic() > deadline:
+                    self.close()
+                    raise VLLMError(f"the vLLM engine for {self.checkpoint} did not answer within {timeout:.0f} s")
+            try:
+                status, results[i] = conn.recv()
+            except EOFError:
                 self.close()
-                hint = " (SIGILL: an instruction this CPU lacks; on CPU use float32)" if code == -4 else ""
-                raise VLLMError(f"the vLLM child process for {self.checkpoint} died with exit code {code}{hint}")
-            if deadline is not None and time.monotonic() > deadline:
-                self.close()
-                raise VLLMError(f"the vLLM engine for {self.checkpoint} did not answer within {timeout:.0f} s")
-        try:
-            status, result = self._conn.recv()
-        except EOFError:
-            self.close()
-            raise VLLMError(f"the vLLM child process for {self.checkpoint} closed its pipe") from None
-        if status == "error":
+                raise VLLMError(f"the vLLM child process for {self.checkpoint} closed its pipe") from None
+            if status == "error" and failed is None:
+                failed = VLLMError(f"vLLM ({op}) failed for {self.checkpoint}:\n{results[i]}")
+        if failed is not None:
             if op == "ready":
                 self.close()
-            raise VLLMError(f"vLLM ({op}) failed for {self.checkpoint}:\n{result}")
-        return result
+            raise failed
+        return results
 
     # ------------------------------------------------------------------ generate
 
@@ -181,8 +202,10 @@ class VLLMBackend:
         params = {"n": sampling.n, "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
                   "top_p": sampling.top_p if not sampling.greedy else 1.0, "top_k": 0,
                   "seed": sampling.seed, "stop_token_ids": sorted(self.eos_ids)}
-        outs = self._call("generate", {"prompts": encoded, "params": params})
-        return [self._completion(tokens, reason) for per_prompt in outs for tokens, reason in per_prompt]
+        chunks = split_in_order(encoded, len(self._children))
+        outs = self._call("generate", [{"prompts": c, "params": params} if c else None for c in chunks])
+        return [self._completion(tokens, reason) for out in outs for per_prompt in out or []
+                for tokens, reason in per_prompt]
 
     def _completion(self, tokens: list[int], reason: str | None) -> Completion:
         stop = next((k for k, t in enumerate(tokens) if t in self.eos_ids), None)
@@ -211,8 +234,10 @@ class VLLMBackend:
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[LogLik]:
         pairs = [self._encode_pair(c, x) for c, x in requests]
         todo = [i for i, (_, cont) in enumerate(pairs) if cont]
-        scored = self._call("loglik", {"prompts": [pairs[i][0] + pairs[i][1] for i in todo],
-                                       "starts": [len(pairs[i][0]) for i in todo]}) if todo else []
+        chunks = split_in_order(todo, len(self._children))
+        answers = self._call("loglik", [{"prompts": [pairs[i][0] + pairs[i][1] for i in c],
+                                         "starts": [len(pairs[i][0]) for i in c]} if c else None for c in chunks])
+        scored = [answer for out in answers for answer in out or []]
         out = [LogLik(logprob=0.0, is_greedy=True, num_tokens=0) for _ in pairs]
         for i, (total, greedy) in zip(todo, scored, strict=True):
             total = float(total)
@@ -221,16 +246,47 @@ class VLLMBackend:
         return out
 
 
-# --------------------------------------------------------------------------- the child process
+def split_in_order(items: list[Any], parts: int) -> list[list[Any]]:
+    """``items`` cut into ``parts`` consecutive chunks whose sizes differ by at most one (concatenated: ``items``)."""
+    size, extra = divmod(len(items), parts)
+    bounds = [k * size + min(k, extra) for k in range(parts + 1)]
+    return [items[bounds[k]:bounds[k + 1]] for k in range(parts)]
 
 
-def _start_child(engine: dict[str, Any], env: dict[str, str]) -> tuple[Any, Any]:
+def replica_devices(replicas: int, tensor_parallel: int, on_cpu: bool) -> list[dict[str, str]]:
+    """The devices of each data-parallel replica: its own ``tensor_parallel`` GPUs of those visible (CPU: none)."""
+    if on_cpu:
+        return [{} for _ in range(replicas)]
+    import torch
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = visible.split(",") if visible else [str(k) for k in range(torch.cuda.device_count())]
+    if replicas * tensor_parallel > len(devices):
+        raise ValueError(f"data_parallel_size {replicas} x tensor_parallel_size {tensor_parallel} needs "
+                         f"{replicas * tensor_parallel} GPUs; {len(devices)} visible")
+    if replicas == 1:
+        return [{}]
+    return [{"CUDA_VISIBLE_DEVICES": ",".join(devices[r * tensor_parallel:(r + 1) * tensor_parallel])}
+            for r in range(replicas)]
+
+
+# --------------------------------------------------------------------------- the child processes
+
+
+def _start_child(engine: dict[str, Any], env: dict[str, str], devices: dict[str, str]) -> tuple[Any, Any]:
+    """A child owning one ``vllm.LLM``; ``devices`` (its GPUs) override the inherited environment."""
     ctx = mp.get_context("spawn")
     parent_conn, child_conn = ctx.Pipe()
-    proc = ctx.Process(target=_child_main, args=(child_conn, engine, env), name="harness-vllm", daemon=False)
+    proc = ctx.Process(target=_child_main, args=(child_conn, engine, env, devices), name="harness-vllm",
+                       daemon=False)
     proc.start()
     child_conn.close()
     return proc, parent_conn
+
+
+def _stop_children(children: list[tuple[Any, Any]]) -> None:
+    for proc, conn in children:
+        _stop_child(proc, conn)
 
 
 def _stop_child(proc: Any, conn: Any) -> None:
@@ -249,10 +305,11 @@ def _stop_child(proc: Any, conn: Any) -> None:
     conn.close()
 
 
-def _child_main(conn: Any, engine: dict[str, Any], env: dict[str, str]) -> None:
+def _child_main(conn: Any, engine: dict[str, Any], env: dict[str, str], devices: dict[str, str]) -> None:
     """Own one ``vllm.LLM``; answer ``(op, payload)`` messages with ``(status, result)`` until closed."""
     for key, value in env.items():
         os.environ.setdefault(key, value)
+    os.environ.update(devices)  # before anything initialises CUDA
     try:
         from vllm import LLM
 

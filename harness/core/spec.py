@@ -144,6 +144,10 @@ class BackendSpec(Strict):
     decoding: DecodingSpec = Field(default_factory=DecodingSpec, description="Decoding settings; part of every result key.")
     dtype: str = Field("auto", description="`auto`, `float32`, `bfloat16`, `float16` (vLLM on CPU needs float32).")
     threads: int | None = Field(None, ge=1, description="torch threads for hf on CPU (default: measured best, see README).")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs each model replica is sharded over (part of the key).")
+    data_parallel_size: int = Field(
+        1, ge=1, description="vLLM: model replicas, each on its own tensor_parallel_size GPUs; a suite's prompts are "
+        "split between them in order and the answers gathered in order.")
 
 
 class GateRule(Strict):
