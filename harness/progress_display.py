@@ -89,12 +89,12 @@ class _Task:
             return None
         parts = []
         if "generate" in self.counts:
-            rate = f", {self.tokens / self.generate_s:,.0f} tok/s" if self.generate_s > 0 else ""
-            parts.append(f"{self.counts['generate']} prompts, {self.tokens:,} tokens{rate}")
+            rate = f" ({self.tokens / self.generate_s:,.0f} tok/s)" if self.generate_s > 0 else ""
+            parts.append(f"{self.counts['generate']} prompts → {self.tokens:,} tokens{rate}")
         if "score" in self.counts:
-            parts.append(f"{self.counts['score']} log-likelihoods")
+            parts.append(f"{self.counts['score']} scored")
         parts += [f"{n} {phase}s" for phase, n in self.counts.items() if phase not in ("generate", "score")]
-        return f"  {self.name}: {'; '.join(parts)} in {time.perf_counter() - self.start:.1f}s"
+        return f"  {self.name}: {', '.join(parts)}, {time.perf_counter() - self.start:.1f}s"
 
 
 class LineDisplay:
@@ -110,7 +110,7 @@ class LineDisplay:
         pass
 
     def _say(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+        self.console.print(text, highlight=False, markup=False, soft_wrap=False)
 
     @contextlib.contextmanager
     def task(self, name: str, *, report: bool = True, milestones: bool = False) -> Iterator[progress.Meter]:
@@ -196,7 +196,7 @@ class LiveDisplay:
                 self.bars.remove_task(task.id)
         line = task.summary()
         if line:
-            self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+            self.console.print(line, highlight=False, markup=False, soft_wrap=False)
 
 
 class _LiveTask(_Task):

@@ -98,7 +98,7 @@ def test_ci_prints_one_line_per_finished_suite(policy: Path, tmp_path: Path, mon
                                     "sft", None, None, say=lambda _: None)
     lines = console.export_text().splitlines()
     assert len(lines) == 1 and not table.empty, lines
-    assert lines[0].startswith("  refusal · policy: 6 prompts, ") and " tok/s in " in lines[0]
+    assert lines[0].startswith("  refusal · policy: 6 prompts → ") and " tok/s), " in lines[0]
 
 
 def test_a_terminal_shows_bars_that_fit_80_columns() -> None:
