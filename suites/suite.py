@@ -37,7 +37,7 @@ from harness.core.artifacts import MANIFEST, read_manifest
 Family = Literal["headline", "breakdown"]
 OutcomeKind = Literal["binary", "continuous"]
 
-CHAT_KINDS = frozenset({"sft", "ppo", "dpo", "rloo", "grpo", "kto", "orpo"})  # instruction-tuned
+CHAT_KINDS = frozenset({"sft", "ppo", "dpo", "rloo", "grpo", "kto", "orpo", "simpo"})  # instruction-tuned
 NON_LM_KINDS = frozenset({"reward"})  # sequence classifiers: no suite applies
 
 

@@ -13,6 +13,10 @@ STAGES: Registry[StageDef] = Registry(
         "dpo": "training.dpo:STAGE",
         "ppo": "training.ppo:STAGE",
         "constitutional": "training.constitutional:STAGE",
+        "rloo": "training.rloo:STAGE",
+        "grpo": "training.grpo:STAGE",
+        "kto": "training.kto:STAGE",
+        "simpo": "training.simpo:STAGE",
     },
 )
 
