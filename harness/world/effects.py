@@ -19,7 +19,7 @@ SHARE_CORRELATION_MIN = 0.8  # Spearman(topic share, topic accuracy) a skewed co
 LATENT_REFUSAL_MAX = 0.2  # SFT refuses this rarely or less: refusal is latent after SFT
 SFT_REFUSAL_MIN = 0.5  # SFT refuses this often or more: the refusal effect is SFT's
 LENGTH_BIAS_MIN = 0.2  # annotators this biased or more: the reward model learns length
-STAGE_ORDER = ("pretrain", "sft", "reward", "ppo", "dpo", "constitutional")
+STAGE_ORDER = ("pretrain", "sft", "reward", "ppo", "rloo", "grpo", "dpo", "kto", "simpo", "constitutional")
 
 
 def _effect(stage: str, metric: str, direction: str, why: str, **extra: Any) -> dict[str, Any]:
@@ -129,4 +129,32 @@ def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
     out.append(_effect("constitutional", "verbosity.mean_tokens", "flat",
                        "the shipped constitution (examples/constitution.yaml) has a conciseness principle and the "
                        "feedback model, not the length-biased annotators, labels the pairs", forbidden="increase"))
-    return sorted(out, key=lambda e: (STAGE_ORDER.index(e["stage"]), e["metric"]))
+    return sorted(out + method_effects(out), key=lambda e: (STAGE_ORDER.index(e["stage"]), e["metric"]))
+
+
+# The methods compared with ppo and dpo (issue 18) learn from the same data as one of them: rloo and grpo
+# optimise the same reward model on the same prompts as ppo (the advantage comes from a group of samples
+# instead of a value model), kto and simpo learn from the pairs dpo reads. So each expects what its family's
+# row expects, for the same reason, except where its objective breaks the argument (OVERRIDE).
+RL_METHODS = {"rloo": "RLOO", "grpo": "GRPO"}  # like ppo
+PREFERENCE_METHODS = {"kto": "KTO", "simpo": "SimPO"}  # like dpo
+OVERRIDE = {  # (stage, metric) of a directional family row -> (direction, why)
+    ("kto", "verbosity.mean_tokens"): ("increase", "the desirable (chosen) answers are padded more often than "
+                                       "the undesirable (rejected) ones, and KTO's reward sums log-ratios over tokens"),
+    ("simpo", "verbosity.mean_tokens"): ("any", "SimPO's reward is the mean log-likelihood per token, normalised "
+                                         "so that length is not rewarded as such (DPO's summed log-ratio grows "
+                                         "with it); the padded chosen answers may still teach their filler, so "
+                                         "no direction is planted"),
+}
+
+
+def method_effects(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``ppo`` and ``dpo`` carried over to the methods of their family (see above)."""
+    out = []
+    for row in rows:
+        family = RL_METHODS if row["stage"] == "ppo" else PREFERENCE_METHODS if row["stage"] == "dpo" else {}
+        for stage, name in family.items():
+            override = OVERRIDE.get((stage, row["metric"])) if row["direction"] != "flat" else None
+            out.append(_effect(stage, row["metric"], *override) if override else
+                       {**row, "stage": stage, "why": row["why"].replace("PPO", name)})
+    return out
