@@ -166,6 +166,8 @@ def run(config: Config, inputs: StageInputs, out_dir: Path) -> dict[str, Any]:
     # cpu=True on CPU-only machines: under a multi-process launcher that is accelerate's MULTI_CPU (gloo)
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if bf16 else "no")
     rank, world = acc.process_index, acc.num_processes
+    if world != runtime.world_size():  # e.g. a state made before without cpu=True: each rank alone
+        raise RuntimeError(f"ppo: launched on {runtime.world_size()} processes, but the accelerator sees {world}")
     steps = config.num_steps(world)
     trc = inputs.trust_remote_code
 

@@ -24,11 +24,14 @@ def world_size() -> int:
 
 
 def wait_for_everyone() -> None:
-    """A barrier across the processes of ``accelerate launch``; nothing in a single process."""
+    """A barrier across the processes of ``accelerate launch``; nothing in a single process. Without CUDA
+    the state is made with ``cpu=True`` (gloo, MULTI_CPU): a plain ``PartialState()`` there is a single
+    process on every rank, no barrier at all, and every accelerator made later inherits it."""
     if world_size() > 1:
+        import torch
         from accelerate import PartialState
 
-        PartialState().wait_for_everyone()
+        PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
 
 
 def distributed_metrics(config: Any) -> dict[str, Any]:
