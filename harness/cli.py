@@ -110,17 +110,30 @@ def run(
     overrides: list[str] = typer.Argument(None, help="Dotted key=value overrides, e.g. stages.dpo.beta=0.2"),
     new_run: bool = typer.Option(False, "--new-run", help="Start a new run id even if an identical run exists."),
     wide: bool = typer.Option(False, "--wide", help="Print the summary as one wide table (metric x every stage)."),
+    launch: str | None = typer.Option(None, "--launch", help="Train each stage under `accelerate launch`: single, "
+                                      "ddp, fsdp, zero2, zero3 (configs/accelerate/) or an accelerate config YAML."),
+    num_processes: int | None = typer.Option(None, "--num-processes", help="With --launch: processes over all machines."),
+    num_machines: int = typer.Option(1, "--num-machines", help="With --launch: machines, each running this command."),
+    machine_rank: int = typer.Option(0, "--machine-rank", help="With --launch: this machine (0 evaluates and stores)."),
+    main_address: str | None = typer.Option(None, "--main-address", help="With --launch: machine 0's address."),
+    main_port: int | None = typer.Option(None, "--main-port", help="With --launch: machine 0's rendezvous port."),
 ) -> None:
     """Train every stage and evaluate every checkpoint; reruns redo only what changed.
 
-    Example: harness run default stages.dpo.beta=0.2
+    Example: harness run default stages.dpo.beta=0.2 (across 2 GPUs: --launch ddp --num-processes 2)
     """
+    from harness.launch import LaunchError, plan_or_follow
     from harness.pipeline import Pipeline
     from training.runtime import StageFailed
 
     cfg = _load(source, overrides)
     try:
-        result = Pipeline(cfg, console, new_run=new_run, wide=wide).run()
+        plan = plan_or_follow(cfg, console, launch, num_processes, num_machines, machine_rank, main_address, main_port)
+        if plan is not None and plan.machine_rank > 0:
+            return
+        result = Pipeline(cfg, console, new_run=new_run, launch=plan, wide=wide).run()
+    except LaunchError as exc:
+        _fail_usage(str(exc))
     except ConfigError as exc:  # e.g. an `hf:` dataset that can not be opened, found before training
         _fail_usage(str(exc))
     except StageFailed as exc:

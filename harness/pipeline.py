@@ -69,18 +69,26 @@ class RunResult:
     summary_path: Path
 
 
-def ensure_world(cfg: PipelineConfig, layout: Layout, say: Callable[[str], None]) -> tuple[Path | None, dict | None]:
-    """Generate the configured world once per distinct world config; return (dir, card)."""
+def world_path(cfg: PipelineConfig, layout: Layout) -> Path | None:
+    """Where the configured world lives (a hash of its config and the generator version), if any."""
     if cfg.world is None:
-        return None, None
-    from harness.world import generate, load_card
+        return None
     from harness.world.card import GENERATOR_VERSION
 
     world_cfg = world_config(cfg.world)
-    digest = artifacts.sha256_text(
+    return layout.world_dir(artifacts.sha256_text(
         artifacts.canonical_json({"config": world_cfg.model_dump(mode="json"), "generator": GENERATOR_VERSION})
-    )
-    world_dir = layout.world_dir(digest)
+    ))
+
+
+def ensure_world(cfg: PipelineConfig, layout: Layout, say: Callable[[str], None]) -> tuple[Path | None, dict | None]:
+    """Generate the configured world once per distinct world config; return (dir, card)."""
+    world_dir = world_path(cfg, layout)
+    if cfg.world is None or world_dir is None:
+        return None, None
+    from harness.world import generate, load_card
+
+    world_cfg = world_config(cfg.world)
     try:
         return world_dir, load_card(world_dir)
     except Exception:  # missing or incomplete: (re)generate; generate() writes the card last
@@ -141,8 +149,9 @@ class Pipeline:
     """Walks the stage DAG for one config. ``run()`` is the product's main job."""
 
     def __init__(self, cfg: PipelineConfig, console: Console | None = None, new_run: bool = False,
-                 wide: bool = False) -> None:
+                 launch: Any = None, wide: bool = False) -> None:
         self.cfg = cfg
+        self.launch = launch  # a harness.launch.Launch: training stages run under `accelerate launch`
         self.layout = Layout.of(cfg.output_dir)
         self.console = console or Console()
         self.new_run = new_run
@@ -161,8 +170,11 @@ class Pipeline:
         from training.runtime import execute
 
         start = time.perf_counter()
-        with progress.task(name, report=False, milestones=True) as meter:  # steps, loss and ETA while it trains
-            result = execute(kind, name, config, inputs, self.layout, callbacks=[TrainingProgress(meter)])
+        if self.launch is not None and kind != INIT:  # its processes print their own progress
+            result = self.launch.train(self.cfg, self.layout, kind, name, config, inputs, self.say)
+        else:
+            with progress.task(name, report=False, milestones=True) as meter:  # steps, loss and ETA while it trains
+                result = execute(kind, name, config, inputs, self.layout, callbacks=[TrainingProgress(meter)])
         ckpt = Checkpoint(
             stage=name,
             kind=kind,
@@ -176,6 +188,8 @@ class Pipeline:
         if not result.skipped:
             self.trained.append(name)
         verb = "cached" if result.skipped else f"trained in {ckpt.wall_s:.0f}s"
+        if self.launch is not None and kind != INIT and not result.skipped:
+            verb += f" ({self.launch.describe()})"
         self.say(f"[bold]{name}[/] ({kind}): {verb} -> {result.path.name}")
         return ckpt
 
