@@ -167,7 +167,7 @@ class Launch:
             return StageResult(ident.path, artifacts.read_manifest(ident.path), True)
         launch = self.for_stage(STAGES.get(kind).shardable)
         if launch is not self:
-            say(f"  {name}: launched with {launch.engine} (its loop does not run under {self.engine}; README)")
+            say(f"  {name}: launched with {launch.engine} (its loop does not run under {self.engine}; docs/multi-gpu.md)")
         text = yaml.safe_dump(dump(cfg), sort_keys=False)
         resolved = layout.output_dir / "launch" / f"{cfg.name}-{artifacts.sha256_text(text)[:12]}.yaml"
         resolved.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 The slow test trains the smoke pipeline's stages (pretrain, sft, reward, dpo, ppo) twice: each stage
 under ``accelerate launch`` with the shipped DDP config on 2 gloo processes, and in one process with
 the same global batch (gradient accumulation 2; PPO: twice the rollouts and minibatch per step).
-Tolerances, stated and measured (README, "Multi-GPU and multi-node"):
+Tolerances, stated and measured (docs/multi-gpu.md):
 
 - Trainer stages (pretrain, sft, reward, dpo): both runs draw the same seeded permutation and the
   same examples make each global batch (accelerate deals the batches to the processes; accumulation
@@ -64,7 +64,7 @@ def test_shipped_accelerate_configs_validate(engine: str) -> None:
     assert bool(args.use_fsdp) == (engine == "fsdp") and bool(args.use_deepspeed) == engine.startswith("zero")
     text = path.read_text()
     if engine in ("fsdp", "zero2", "zero3"):
-        assert "NEEDS CUDA" in text  # and the README says so
+        assert "NEEDS CUDA" in text  # and docs/multi-gpu.md says so
 
 
 def test_launch_plans_refuse_what_can_not_work(tmp_path: Path) -> None:
