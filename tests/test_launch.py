@@ -276,3 +276,35 @@ def test_a_rank_that_dies_fails_the_stage_and_a_rerun_completes(tmp_path: Path, 
     manifest = read_manifest(result.checkpoints["pretrain"].path)
     assert result.checkpoints["pretrain"].path == path and is_complete(path)
     assert manifest.metrics["resumed_from"] and manifest.metrics["global_step"] == 40
+
+
+@pytest.mark.slow
+def test_two_machines_on_one_host(tmp_path: Path) -> None:
+    """`--num-machines 2` with both machine ranks on this host (1 process each), sharing output_dir: machine 1
+    waits for the world, joins each stage's launch and writes no store; machine 0 evaluates and stores."""
+    import socket
+    import subprocess
+    import sys
+
+    raw = dump(load_config("smoke", [f"output_dir={tmp_path / 'out'}", "backend.name=hf"]))
+    raw["stages"] = [s for s in raw["stages"] if s["name"] in ("pretrain", "sft")]
+    raw["suites"] = [{"name": "topic_coverage"}]
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    common = [sys.executable, "-m", "harness.cli", "run", str(tmp_path / "two.yaml"), "--launch", "ddp",
+              "--num-processes", "2", "--num-machines", "2", "--main-address", "127.0.0.1", "--main-port", str(port)]
+    machines = [subprocess.Popen([*common, "--machine-rank", str(rank)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    out = [m.communicate(timeout=900)[0] for m in machines]
+    assert [m.returncode for m in machines] == [0, 0], out[0][-3000:] + out[1][-3000:]
+    assert "machine 1: trained pretrain, sft with machine 0" in " ".join(out[1].split())
+    assert "2 processes on 2 machines" in out[0]
+    assert "topic_coverage" in out[0] and "topic_coverage" not in out[1]  # only machine 0 evaluates
+    with Store(tmp_path / "out", readonly=True) as store:
+        run_id = store.runs()["run_id"].tolist()
+        assert len(run_id) == 1 and len(store.checkpoints(run_id[0])) == 3
+    for stage in ("pretrain", "sft"):
+        manifest = json.loads(next((tmp_path / "out" / "checkpoints").glob(f"{stage}-*/manifest.json")).read_text())
+        assert manifest["status"] == "complete" and manifest["metrics"]["num_processes"] == 2
