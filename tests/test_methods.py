@@ -189,7 +189,7 @@ def test_the_world_card_expects_of_each_method_what_its_family_does() -> None:
         assert base[(stage, harmful)] == "increase" and moved[(stage, harmful)] == "flat"  # preference data wants it
         assert never[(stage, harmful)] == never[(family, harmful)]  # RL cannot amplify what SFT never samples
         assert no_bias[(stage, tokens)] == "flat"  # no length bias anywhere: no method may lengthen answers
-    # reward hacking: the RL methods optimise ppo's length-biased reward model; kto reads dpo's padded pairs
-    assert base[("rloo", tokens)] == base[("grpo", tokens)] == base[("kto", tokens)] == "increase"
-    assert base[("simpo", tokens)] == "any"  # length-normalised reward: no direction planted
+    # reward hacking: the RL methods optimise ppo's length-biased reward model
+    assert base[("rloo", tokens)] == base[("grpo", tokens)] == base[("dpo", tokens)] == "increase"
+    assert base[("kto", tokens)] == base[("simpo", tokens)] == "any"  # unpaired / length-normalised: no direction
     assert of(sft_elaboration_fraction=0)[("rloo", tokens)] == "flat"
