@@ -2,9 +2,10 @@
 
 On the smoke world, each trains a few steps from the smoke run's SFT checkpoint (the session's
 ``smoke_run``, copied: pretrain, sft, reward, ppo and dpo are reused from its cache), writes a
-complete checkpoint, and the pipeline evaluates it with every suite of the config. Plus the
-parts that decide what they train on: KTO's unpairing, the RL reward function (a real reward
-model), the SimPO pin on TRL's experimental API, the configs and the stage keys.
+complete checkpoint, and the pipeline evaluates it with every suite of the config; a stage resumed
+from its trainer checkpoint ends with the same weights. Plus the parts that decide what they train
+on: KTO's unpairing, the RL reward function (a real reward model), the SimPO pin on TRL's
+experimental API, the configs, the stage keys and the world card's rows.
 """
 
 from __future__ import annotations
@@ -193,3 +194,30 @@ def test_the_world_card_expects_of_each_method_what_its_family_does() -> None:
     assert base[("rloo", tokens)] == base[("grpo", tokens)] == base[("dpo", tokens)] == "increase"
     assert base[("kto", tokens)] == base[("simpo", tokens)] == "any"  # unpaired / length-normalised: no direction
     assert of(sft_elaboration_fraction=0)[("rloo", tokens)] == "flat"
+
+
+@pytest.mark.parametrize("kind", METHODS)
+def test_a_stage_resumed_from_its_trainer_checkpoint_ends_with_the_same_weights(kind, smoke_run, tmp_path) -> None:
+    """A's step-2 trainer checkpoint copied into a fresh output_dir: B resumes there and ends identical (CPU)."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from harness.core.artifacts import Layout
+    from harness.pipeline import stage_data
+    from training.runtime import execute
+    from training.stage import StageInputs
+
+    cfg, result = smoke_run
+    spec = next(s for s in methods_config(tmp_path / "unused").stages if s.kind == kind)
+    inputs = StageInputs(parent=result.checkpoints["sft"].path, data=stage_data(spec, next(Path(cfg.output_dir).glob("worlds/*"))),
+                         reward=result.checkpoints["reward"].path if spec.reward else None)
+    options = {**stage_config(spec).model_dump(), "keep_trainer_state": True}
+    first, second = Layout.of(tmp_path / "a"), Layout.of(tmp_path / "b")
+    a = execute(kind, kind, options, inputs, first)
+    shutil.copytree(first.trainer_state_dir(a.path) / "checkpoint-2",
+                    second.trainer_state_dir(second.checkpoint_dir(kind, a.manifest.content_hash)) / "checkpoint-2")
+    b = execute(kind, kind, options, inputs, second)
+    assert Path(b.manifest.metrics["resumed_from"]).name == "checkpoint-2" and b.manifest.metrics["global_step"] == 4
+    wa, wb = load_file(a.path / "model.safetensors"), load_file(b.path / "model.safetensors")
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-6
