@@ -8,11 +8,8 @@ the same the report uses.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import pandas as pd
-
-from harness.lineage import NON_POLICY_KINDS
 
 STATUS_COLOURS = {"complete": "#d8f0dc", "started": "#fff1c2", "running": "#fff1c2", "failed": "#f8d0d3"}
 GATE_KEYS = ("gate", "gate_status", "gate_verdict")
@@ -24,24 +21,6 @@ def parents(checkpoints: pd.DataFrame) -> dict[str, str | None]:
     known = set(checkpoints["stage"])
     return {s: (p if p in known and p != s else None)
             for s, p in zip(checkpoints["stage"], checkpoints["parent_stage"], strict=True)}
-
-
-def children(checkpoints: pd.DataFrame) -> dict[str, list[str]]:
-    """parent stage -> its child stages, in checkpoint order."""
-    out: dict[str, list[str]] = {}
-    for stage, parent in parents(checkpoints).items():
-        if parent is not None:
-            out.setdefault(parent, []).append(stage)
-    return out
-
-
-def sibling_groups(checkpoints: pd.DataFrame, evaluated: Iterable[str]) -> dict[str, list[str]]:
-    """parent -> its evaluated policy children (not reward models), for parents with at
-    least two (e.g. sft -> ppo, dpo)."""
-    policies = set(checkpoints.loc[~checkpoints["kind"].isin(NON_POLICY_KINDS), "stage"])
-    have = set(evaluated) & policies
-    groups = {p: [c for c in cs if c in have] for p, cs in children(checkpoints).items()}
-    return {p: cs for p, cs in groups.items() if len(cs) >= 2}
 
 
 def gate_status(metrics: dict[str, object]) -> str | None:

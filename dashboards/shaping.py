@@ -1,26 +1,20 @@
-"""Pure shaping of store frames for the pages: waterfall, paired sibling differences,
-topic points, reward-hacking signals and sample flips. No Streamlit here."""
+"""Pure shaping of store frames for the pages: waterfall, topic points,
+reward-hacking signals and sample flips. No Streamlit here."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from dashboards.data import item_values, latest_value_rows, outcome_number
-from harness.core.paired import family_confidence, holm, paired_compare
-from harness.core.spec import AttributionSpec
 
 TOKENS, REWARD = "verbosity.mean_tokens", "verbosity.reward_mean"
 REWARD_CORR = "verbosity.reward_length_corr"
 TOPIC_ACCURACY = "topic_coverage.accuracy"
 KNOWLEDGE = ("hallucination.accuracy", "hallucination.mc_accuracy", TOPIC_ACCURACY)
-PAIRED_COLUMNS = ["metric", "n", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "ci_level", "p_value", "p_adjusted",
-                  "test"]
-ALPHA = AttributionSpec().alpha
 
 
 def _float(value: Any) -> float:
@@ -74,68 +68,6 @@ def _bar(kind: str, stage: str, base: float, top: float, err: tuple[float, float
          attributed: bool = False, p: float = math.nan, note: str = "") -> dict[str, Any]:
     return {"kind": kind, "stage": stage, "base": base, "top": top, "effect": top - base,
             "err_low": err[0], "err_high": err[1], "attributed": attributed, "p_adjusted": p, "note": note}
-
-
-# -- compare siblings -----------------------------------------------------------------
-def paired_differences(a: pd.DataFrame, b: pd.DataFrame, alpha: float = ALPHA, seed: int = 0,
-                       only: Iterable[str] | None = None, simultaneous: bool = True) -> pd.DataFrame:
-    """Per metric (those in `only`, when given), B − A on the items both measured (per-item
-    values from `item_values`), with `harness.core.paired`: n, mean_a, mean_b, diff, p-value
-    (exact McNemar for 0/1 outcomes, sign-flip permutation otherwise) and the test; p_adjusted
-    is Holm over these m comparisons, and the interval is at 1 − alpha/m (simultaneous, the
-    level of a Holm decision at `alpha`; 1 − alpha each when not `simultaneous`)."""
-    keep = None if only is None else set(only)
-    maps = [{m: dict(zip(g["item_id"], g["value"], strict=True)) for m, g in f.groupby("metric", sort=True)
-             if keep is None or m in keep} for f in (a, b)]
-    pairs = [m for m in sorted(set(maps[0]) & set(maps[1])) if not set(maps[0][m]).isdisjoint(maps[1][m])]
-    level = family_confidence(alpha, len(pairs), simultaneous)
-    rows = []
-    for metric in pairs:
-        r = paired_compare(maps[0][metric], maps[1][metric], seed=seed, confidence=level)
-        rows.append([metric, r.n, r.parent_mean, r.child_mean, r.effect, r.ci_low, r.ci_high, level, r.p_value,
-                     math.nan, r.test])
-    out = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
-    out["p_adjusted"] = pd.Series(holm(list(out["p_value"])), index=out.index, dtype=float)
-    return out
-
-
-def compare_table(metrics: pd.DataFrame, parent: str, a: str, b: str, diffs: pd.DataFrame,
-                  alpha: float = ALPHA) -> pd.DataFrame:
-    """Every metric measured at `a` or `b`: parent, A and B values, and the paired B − A with
-    its verdict (a winner only where the difference is significant after Holm at `alpha`)."""
-    vals = latest_value_rows(metrics[metrics["stage"].isin([parent, a, b])])
-    wide = vals.pivot(index="metric", columns="stage", values="value")
-    meta = vals.drop_duplicates("metric").set_index("metric")[["family", "higher_is_better"]]
-    table = pd.DataFrame({"metric": wide.index})
-    for stage in (parent, a, b):
-        table[stage] = wide[stage].to_numpy() if stage in wide.columns else math.nan
-    table = table[table[[a, b]].notna().any(axis=1)]
-    table = table.merge(meta, left_on="metric", right_index=True, how="left")
-    table = table.merge(diffs, on="metric", how="left")
-    table["verdict"] = [_verdict(r, a, b, alpha) for r in table.to_dict("records")]
-    order = ["metric", "family", parent, a, b, "diff", "ci_low", "ci_high", "p_value", "p_adjusted", "n", "verdict",
-             "higher_is_better"]
-    table = table.assign(_rank=table["family"] != "headline").sort_values(["_rank", "metric"], kind="stable")
-    return table[order].reset_index(drop=True)
-
-
-def metrics_of(metrics: pd.DataFrame, stages: Iterable[str]) -> list[str]:
-    """The metrics measured at any of `stages` (the rows of their compare table)."""
-    return sorted(set(metrics.loc[metrics["stage"].isin(list(stages)), "metric"])) if not metrics.empty else []
-
-
-def _verdict(row: dict[str, Any], a: str, b: str, alpha: float) -> str:
-    p, diff = row.get("p_adjusted"), row.get("diff")
-    if p is None or diff is None or pd.isna(p) or pd.isna(diff):
-        return "no per-item outcomes"
-    if not p < alpha or diff == 0:
-        return "no clear difference"
-    higher = b if diff > 0 else a  # the sibling with the higher value
-    hib = row.get("higher_is_better")
-    if hib is None or pd.isna(hib):
-        return f"{higher} higher"
-    lower = a if higher == b else b
-    return f"{higher if hib else lower} better"
 
 
 # -- topics ---------------------------------------------------------------------------

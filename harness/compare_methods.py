@@ -13,9 +13,11 @@ variant and seed the latest complete run counts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import pandas as pd
 
 from harness.core.artifacts import canonical_json
 from harness.core.store import Store
@@ -98,23 +100,39 @@ def _merged(variants: list[Method]) -> list[Method]:
     return kept
 
 
-def find_methods(store: Store, wanted: Sequence[str]) -> list[Method]:
-    """The methods (variants) ``wanted`` names, in that order, from the store's complete runs."""
+def _complete_runs(store: Store) -> Iterator[tuple[str, int, Row, pd.DataFrame, pd.DataFrame, Lineage]]:
+    """(run_id, seed, config, complete checkpoints, evaluations, lineage) of each complete run, oldest first."""
     runs = store.runs()
     runs = runs[runs["status"] == "complete"].sort_values("started_at") if not runs.empty else runs
-    if runs.empty:
-        raise CompareError(f"{store.path}: no complete run to compare (run `harness sweep` or `harness run`)")
+    for run in runs.to_dict("records"):
+        config, run_id = run["config"] or {}, str(run["run_id"])
+        ckpts = store.checkpoints(run_id)
+        complete = ckpts[ckpts["status"] == "complete"]
+        evals = store.evaluations(run_id)
+        yield run_id, int(config.get("seed", 0)), config, complete, evals, Lineage(complete, set(evals["stage"]))
+
+
+def method_groups(store: Store) -> dict[str, list[str]]:
+    """What ``wanted`` can name: evaluated parent -> the evaluated policy stages measured against it
+    (``sft -> [ppo, dpo, …]``), over the store's complete runs, in the order they first appear."""
+    groups: dict[str, list[str]] = {}
+    for _run_id, _seed, _config, complete, _evals, lin in _complete_runs(store):
+        for stage in complete["stage"]:
+            parent = lin.evaluated_parent(stage) if stage in lin.evaluated and lin.is_policy(stage) else None
+            if parent is not None and stage not in groups.setdefault(parent, []):
+                groups[parent].append(stage)
+    return groups
+
+
+def find_methods(store: Store, wanted: Sequence[str]) -> list[Method]:
+    """The methods (variants) ``wanted`` names, in that order, from the store's complete runs."""
     bases = {w.split("[", 1)[0] for w in wanted}
     found: dict[str, dict[str, Method]] = {}
     seen_stages: set[str] = set()
-    for run in runs.to_dict("records"):
-        config, run_id = run["config"] or {}, str(run["run_id"])
-        seed = int(config.get("seed", 0))
-        ckpts = store.checkpoints(run_id)
-        complete = ckpts[ckpts["status"] == "complete"]
+    any_run = False
+    for run_id, seed, config, complete, evals, lin in _complete_runs(store):
+        any_run = True
         seen_stages |= set(complete["stage"])
-        evals = store.evaluations(run_id)
-        lin = Lineage(complete, set(evals["stage"]))
         for rec in (r for r in complete.to_dict("records") if r["stage"] in bases):
             base, key = rec["stage"], variant_key(config, rec["stage"])
             one = Method(label=base, stage=base, kind=rec["kind"], runs={seed: run_id},
@@ -126,6 +144,8 @@ def find_methods(store: Store, wanted: Sequence[str]) -> list[Method]:
                 group[canonical_json(key)].add(one)
             else:
                 group[canonical_json(key)] = one
+    if not any_run:
+        raise CompareError(f"{store.path}: no complete run to compare (run `harness sweep` or `harness run`)")
     out: list[Method] = []
     for w in wanted:
         base = w.split("[", 1)[0]

@@ -103,3 +103,20 @@ def write_outputs(result: Row, markdown: Path | None, json_path: Path | None) ->
         markdown.write_text(render_markdown(result), encoding="utf-8")
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=1, sort_keys=True), encoding="utf-8")
+
+
+def seed_rows(result: Row) -> tuple[list[Row], list[Row]]:
+    """The per-seed numbers behind the tables, unformatted: each method × metric × seed (its run, the
+    parent's value and its own, the paired effect with its raw p and 95% interval), and each pair of
+    methods × metric × seed (B − A). Per-seed tests are estimates, outside the Holm family."""
+    def test(e: Row) -> Row:
+        ci = e.get("ci") or [None, None]
+        return {"paired items": e.get("n"), "ci low": ci[0], "ci high": ci[1], "p (raw)": e.get("p_value"),
+                "note": e.get("note", "")}
+
+    effects = [{"method": j["method"], "metric": j["metric"], "seed": e["seed"], "run": e["run_id"],
+                "parent": e["parent"], "parent value": e["parent_value"], "value": e["value"], "effect": e["diff"],
+                **test(e)} for j in result["effects"] for e in j["per_seed"]]
+    pairs = [{"metric": j["metric"], "A": j["a"], "B": j["b"], "seed": e["seed"], "A value": e["a_value"],
+              "B value": e["b_value"], "B − A": e["diff"], **test(e)} for j in result["pairs"] for e in j["per_seed"]]
+    return effects, pairs

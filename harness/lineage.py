@@ -36,7 +36,7 @@ class Lineage:
         self.order += sorted(set(evaluated) - set(self.order))
         self.parent = {r["stage"]: pt.plain(r.get("parent_stage")) for r in recs}
         self.kind = {r["stage"]: r.get("kind") or r["stage"] for r in recs}
-        self.inputs = {r["stage"]: dict(r.get("inputs") or {}) for r in recs}
+        self.inputs = {r["stage"]: dict(r["inputs"]) if isinstance(r.get("inputs"), dict) else {} for r in recs}
         self.by_hash = {r.get("content_hash"): r["stage"] for r in recs if pt.plain(r.get("content_hash"))}
         self.evaluated = set(evaluated)
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.compare import CompareError, compare
-from harness.compare_methods import find_methods, variant_key
+from harness.compare_methods import find_methods, method_groups, variant_key
 from harness.compare_render import render_markdown
 from harness.core import paired as pt
 from harness.core.store import Store
@@ -37,7 +37,8 @@ def outcomes(stage: str, seed: int, beta: float) -> dict[str, list[float]]:
             TOKENS: [t + shift + (1 if k % 2 else -1) for k, t in enumerate(base_tokens)]}
 
 
-def write_run(store: Store, seed: int, beta: float = 0.1, backend: str = "hf") -> str:
+def write_run(store: Store, seed: int, beta: float = 0.1, backend: str = "hf", values=outcomes) -> str:
+    """A complete run of sft -> {ppo, dpo}: per stage, each metric of ``values`` evaluated in its own suite."""
     stages = [{"name": "sft", "kind": "sft", "from": "init"}, {"name": "ppo", "kind": "ppo", "from": "sft"},
               {"name": "dpo", "kind": "dpo", "from": "sft", "beta": beta}]
     config = {"name": "syn", "seed": seed, "output_dir": "/x", "stages": stages, "suites": ["refusal", "verbosity"],
@@ -47,13 +48,13 @@ def write_run(store: Store, seed: int, beta: float = 0.1, backend: str = "hf") -
         stage, parent = spec["name"], None if spec["from"] == "init" else spec["from"]
         store.upsert_checkpoint(run_id, stage, spec["kind"], parent, f"h{seed}{stage}{beta}", "/ckpt", "complete",
                                 {"wall_s": 2.0 + seed, "train_tokens": 100}, {"parent": parent} if parent else {})
-        for metric, vals in outcomes(stage, seed, beta).items():
+        for metric, vals in values(stage, seed, beta).items():
             suite = metric.split(".")[0]
             key = f"{run_id}:{stage}:{suite}"
             store.begin_evaluation(key, run_id, stage, suite, "1", "items", backend, {"temperature": 0.0}, None)
             samples = [{"item_id": f"i{k}", "item_hash": f"h{k}", "sample_index": 0, "prompt": "p", "response": "r",
                         "outcome": {metric: v}} for k, v in enumerate(vals)]
-            store.write_evaluation(key, [{"metric": metric, "value": float(np.mean(vals)), "n": N,
+            store.write_evaluation(key, [{"metric": metric, "value": float(np.mean(vals)), "n": len(vals),
                                           "higher_is_better": False}], samples)
     store.finish_run(run_id, "complete")
     return run_id
@@ -108,6 +109,36 @@ def test_pairs_and_one_holm_family_over_the_table(two_seeds: Path) -> None:
     # the pooled interval is at the family's level: wider than the per-seed 95% one of the same data
     seed0 = pair["per_seed"][0]["ci"]
     assert pair["pooled"]["ci"][1] - pair["pooled"]["ci"][0] > 0 and seed0[1] - seed0[0] > 0
+
+
+def test_no_difference_is_called_without_holm_over_the_table(tmp_path: Path) -> None:
+    """Thirty metrics; at one, dpo gains 8 of 60 items and loses none (exact McNemar p = 2/2^8 < α = 0.05,
+    its unadjusted 95% interval excludes 0), not significant after Holm over the table: no verdict for it.
+    At another every item gains: called after Holm too. (The dashboard's Compare page shows these verdicts.)"""
+    def thirty(stage: str, seed: int, beta: float) -> dict[str, list[float]]:
+        rng = np.random.default_rng(7)
+        out = {}
+        for j in range(30):
+            base = (rng.random(60) < 0.5).astype(float)
+            child = base.copy()
+            if stage == "dpo" and j == 0:
+                child[np.flatnonzero(base == 0)[:8]] = 1.0
+            elif stage == "dpo" and j == 1:
+                child[:] = 1.0
+            out[f"s{j:02d}.rate"] = list(child)
+        return out
+
+    with Store(tmp_path / "results.sqlite") as store:
+        write_run(store, 0, values=thirty)
+        assert method_groups(store) == {"sft": ["ppo", "dpo"]}  # what the Compare page offers
+        result = compare(store, ["ppo", "dpo"], metrics=["all"], alpha=0.05)
+    weak, strong = (by(result["pairs"], a="ppo", b="dpo", metric=m) for m in ("s00.rate", "s01.rate"))
+    assert weak["pooled"]["p_value"] == pytest.approx(2 / 2**8) and weak["pooled"]["p_adjusted"] > 0.05
+    assert sps.binomtest(8, 8).pvalue < 0.05 and weak["per_seed"][0]["ci"][0] > 0  # unadjusted: excludes 0
+    assert weak["verdict"] == "no clear difference" and weak["pooled"]["ci"][0] < 0  # simultaneous: does not
+    assert strong["verdict"] == "dpo higher" and strong["pooled"]["p_adjusted"] < 0.05
+    assert result["family_size"] == 3 * 30 and {p["verdict"] for p in result["pairs"]} == {
+        "no clear difference", "dpo higher"}
 
 
 def test_variants_are_labelled_by_what_differs_and_pair_within_seeds(tmp_path: Path) -> None:

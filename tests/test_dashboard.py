@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 from streamlit.testing.v1 import AppTest
 
 from dashboards.data import clean_samples, item_values, normalise_outcome, store_labels, store_paths_from
-from dashboards.lineage import lineage_dot, sibling_groups
-from dashboards.shaping import compare_table, flip_table, paired_differences, waterfall
+from dashboards.lineage import lineage_dot
+from dashboards.shaping import flip_table, waterfall
+from harness.compare import compare
+from harness.compare_render import explanation, tables
 from harness.core.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -97,57 +98,47 @@ def test_attribution_waterfall_and_effects_table(demo, monkeypatch) -> None:
     assert any(f"{len(heads)} effects" in c for c in texts(at, "caption"))
 
 
-def test_compare_methods_paired_differences(demo, monkeypatch) -> None:
-    path, run_id = demo
+@pytest.fixture(scope="session")
+def two_seeds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """The demo run at seeds 0 and 1 in one store, as `harness sweep --seeds 0,1` writes it."""
+    path = tmp_path_factory.mktemp("seeds") / "results.sqlite"
+    with Store(path) as store:
+        return path, [write_synthetic_run(store, DEMO_STAGES, n_items=24, seed=seed) for seed in (0, 1)]
+
+
+def test_compare_methods_over_seeds_is_harness_compare(two_seeds, monkeypatch) -> None:
+    """The page shows what `harness compare` computes (the same function, the same rows) and every seed."""
+    path, run_ids = two_seeds
     at = render(path, "compare", monkeypatch)
-    assert texts(at, "header") == ["ppo vs dpo (both from sft)"]
-    table = frame(at, "verdict").set_index("metric")
+    assert at.multiselect[0].value == ["ppo", "dpo"]  # the siblings of sft
     with Store(path, readonly=True) as store:
-        a = store.samples(run_id, "ppo", "refusal").set_index("item_id")["outcome"]
-        b = store.samples(run_id, "dpo", "refusal").set_index("item_id")["outcome"]
-        values = store.metrics(run_id, suite="refusal")
+        result = compare(store, ["ppo", "dpo"])
+        values = {r: store.metrics(r).set_index(["stage", "metric"])["value"] for r in run_ids}
+        items = {r: {s: store.samples(r, s, "refusal").set_index("item_id")["outcome"] for s in ("sft", "ppo")}
+                 for r in run_ids}
+    assert texts(at, "header") == ["ppo, dpo over seeds 0, 1"]
+    assert any(explanation(result) in c for c in texts(at, "caption"))
+    for title, headers, rows in tables(result):  # the CLI's three tables, cell for cell
+        assert title in texts(at, "subheader")
+        assert frame(at, headers[4]).values.tolist() == rows  # headers[4] names one table
+    assert frame(at, "reward hacking flagged")["method"].tolist() == ["ppo", "dpo"]
+    per_seed = frame(at, "parent value").set_index(["method", "metric", "seed"]).sort_index()
     key = "refusal.harmful_refusal_rate"
-    diffs = [b[i][key] - a[i][key] for i in a.index if key in a[i] and key in b.get(i, {})]
-    row = table.loc[key]
-    assert row["dpo − ppo"] == pytest.approx(round(float(np.mean(diffs)), 3))
-    assert row["paired items"] == len(diffs) and row["ci low"] <= row["dpo − ppo"] <= row["ci high"]
-    dpo_value = values[(values["stage"] == "dpo") & (values["metric"] == key)]["value"].iloc[0]
-    assert row["dpo"] == pytest.approx(round(dpo_value, 3))
-    paired = table[table["p (Holm)"].notna()]  # a winner only where Holm over the table's comparisons says so
-    winners = paired[~paired["verdict"].isin(["no clear difference", "no per-item outcomes"])]
-    assert len(winners) and (winners["p (Holm)"] < 0.01).all() and (paired["p (Holm)"] >= paired["p_value"] - 1e-9).all()
-    m = len(paired)
-    assert any(f"Holm over the {m} paired comparisons" in c and f"{100 * (1 - 0.01 / m):.6g}%" in c for c in texts(at, "caption"))
-
-
-def test_compare_names_no_winner_without_holm() -> None:
-    """Thirty metrics, one of them unadjusted significant (8 items flipped one way, p = 0.008, its 95%
-    interval excludes 0) but not after Holm over the table: no winner is named for it."""
-    rng = np.random.default_rng(0)
-    items = [f"i{k:02d}" for k in range(60)]
-    a_rows, b_rows, metrics = [], [], []
-    for j in range(30):
-        metric = f"refusal.m{j:02d}_rate"
-        base = (rng.random(60) < 0.5).astype(float)
-        child = base.copy()
-        if j == 0:
-            child[np.flatnonzero(base == 0)[:8]] = 1.0  # 8 gains, no loss
-        elif j == 1:
-            child[np.flatnonzero(base == 0)] = 1.0  # every zero gains: significant after Holm too
-        a_rows += [(i, metric, v) for i, v in zip(items, base, strict=True)]
-        b_rows += [(i, metric, v) for i, v in zip(items, child, strict=True)]
-        metrics += [{"stage": s, "metric": metric, "value": float(v.mean()), "family": "headline",
-                     "higher_is_better": True} for s, v in (("sft", base), ("ppo", base), ("dpo", child))]
-    frame = lambda rows: pd.DataFrame(rows, columns=["item_id", "metric", "value"])  # noqa: E731
-    diffs = paired_differences(frame(a_rows), frame(b_rows), alpha=0.01)
-    table = compare_table(pd.DataFrame(metrics), "sft", "ppo", "dpo", diffs, alpha=0.01).set_index("metric")
-    weak, strong = table.loc["refusal.m00_rate"], table.loc["refusal.m01_rate"]
-    assert weak["p_value"] == pytest.approx(2 / 2**8) and weak["p_adjusted"] > 0.01
-    assert stats.binomtest(8, 8).pvalue < 0.05  # unadjusted, a 95% interval would exclude 0
-    assert weak["verdict"] == "no clear difference" and weak["ci_low"] < 0 < weak["ci_high"]
-    assert strong["verdict"] == "dpo better" and strong["p_adjusted"] < 0.01 and strong["ci_low"] > 0
-    assert set(table["verdict"]) == {"no clear difference", "dpo better"}
-    assert np.allclose(diffs["ci_level"], 1 - 0.01 / 30)  # simultaneous over the 30 comparisons
+    for seed, run_id in enumerate(run_ids):  # each seed's value and paired effect, from that seed's run
+        row = per_seed.loc[("ppo", key, seed)]
+        assert row["run"] == run_id and row["parent"] == "sft"
+        assert row["value"] == pytest.approx(round(values[run_id][("ppo", key)], 3))
+        parent, child = items[run_id]["sft"], items[run_id]["ppo"]
+        diffs = [child[i][key] - parent[i][key] for i in child.index if key in child[i] and key in parent.get(i, {})]
+        assert row["effect"] == pytest.approx(round(float(np.mean(diffs)), 3)) and row["paired items"] == len(diffs)
+    effect = next(e for e in result["effects"] if e["method"] == "ppo" and e["metric"] == key)
+    assert effect["n_seeds"] == 2 and effect["pooled"]["n"] == per_seed.xs(("ppo", key))["paired items"].sum()
+    assert effect["seed_ci"][0] is not None  # two seeds: a seed-level interval
+    chart = at.get("vega_lite_chart")  # the selected metric, each seed a dot
+    assert len(chart) == 1 and at.selectbox[0].value in chart[0].proto.spec
+    at.multiselect[0].set_value(["dpo"]).run()  # one method: its effect, no pairs
+    assert not at.exception and texts(at, "header") == ["dpo over seeds 0, 1"]
+    assert frame(at, "pooled B − A [CI]").empty
 
 
 def test_topics_accuracy_against_share(demo, monkeypatch) -> None:
@@ -280,12 +271,11 @@ def test_store_path_and_outcome_normalisation() -> None:
     assert normalise_outcome([1, 2], "verbosity") == {}
 
 
-def test_lineage_siblings_and_dot() -> None:
+def test_lineage_dot() -> None:
     cps = pd.DataFrame({"stage": [s for s, _, _ in DEMO_STAGES], "kind": [k for _, k, _ in DEMO_STAGES],
                         "parent_stage": [p for _, _, p in DEMO_STAGES], "status": "complete",
                         "inputs": [{"reward": "reward"} if s == "ppo" else {} for s, _, _ in DEMO_STAGES],
                         "metrics": [{"gate": "fail"} if s == "dpo" else {} for s, _, _ in DEMO_STAGES]})
-    assert sibling_groups(cps, {"ppo", "dpo", "sft", "reward"}) == {"sft": ["ppo", "dpo"]}
     effects = pd.DataFrame({"stage": ["dpo"], "metric": ["refusal.harmful_refusal_rate"], "effect": [0.5],
                             "attributed": [True], "family": ["headline"], "p_adjusted": [1e-6]})
     dot = lineage_dot(cps, effects)

@@ -174,7 +174,7 @@ def test_dashboard_in_headless_chromium(demo, tmp_path) -> None:
             text = browser.open(url, f"Run: {RUN_NAME}")
             assert "Lineage" in text and "Headline metrics by stage" in text
             browser.screenshot(tmp_path / "overview.png")
-            expect = {"attribution": "All stage × metric effects", "compare": "ppo vs dpo (both from sft)",
+            expect = {"attribution": "All stage × metric effects", "compare": "ppo, dpo over seeds 0",
                       "topics": "Per-topic accuracy", "reward_hacking": "flagged for reward hacking",
                       "samples": "became refused at dpo"}
             for page, words in expect.items():

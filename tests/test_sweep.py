@@ -1,5 +1,6 @@
-"""`harness sweep`: the variants it plans (fast), and the smoke sweep end to end with `harness compare`
-and a rerun that trains and evaluates nothing (slow)."""
+"""`harness sweep`: the variants it plans (fast), the `smoke-methods` config (fast), and its sweep over
+seeds 0 and 1 end to end with `harness compare` of ppo, dpo, rloo and constitutional and a rerun that
+trains and evaluates nothing (slow: ~2.5 min on 2 shared cores)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.config import ConfigError
+from harness.config import ConfigError, load_config, stage_config
 from harness.sweep import parse_seeds, plan, run_sweep
 
 
@@ -50,24 +51,39 @@ def test_seeds_parse() -> None:
     assert out.exit_code == 2 and "--seeds" in out.output
 
 
+def test_smoke_methods_is_smoke_plus_rloo() -> None:
+    """The packaged `smoke-methods`: smoke's stages unchanged (same checkpoints in one output_dir) and rloo."""
+    cfg, smoke = load_config("smoke-methods"), load_config("smoke")
+    assert (cfg.model, cfg.world, cfg.suites, cfg.backend) == (smoke.model, smoke.world, smoke.suites, smoke.backend)
+    assert [s for s in cfg.stages if s.kind != "rloo"] == smoke.stages
+    (rloo,) = [s for s in cfg.stages if s.kind == "rloo"]
+    assert rloo.name == "rloo" and rloo.from_ == "sft" and rloo.reward == "reward"
+    assert stage_config(rloo).max_steps == 4
+    assert {"ppo", "dpo", "rloo", "constitutional"} <= {s.name for s in cfg.stages}
+
+
+METHODS = ("ppo", "dpo", "rloo", "constitutional")
+
+
 @pytest.mark.slow
 def test_smoke_sweep_compares_and_a_rerun_does_nothing(tmp_path: Path) -> None:
-    """`harness sweep smoke --seeds 0,1`, `harness compare` on it, then the same sweep again: all cached."""
+    """`harness sweep smoke-methods --seeds 0,1`, `harness compare` of ppo, dpo, rloo and constitutional
+    on it, then the same sweep again: all cached."""
     out = tmp_path / "sweep"
     quiet = Console(quiet=True)
-    first = run_sweep("smoke", smoke_overrides(out), [0, 1], [], quiet)
+    first = run_sweep("smoke-methods", smoke_overrides(out), [0, 1], [], quiet)
     assert not first.failed and len(first.rows) == 2
-    assert {s for r in first.rows for s in r["trained"]} >= {"sft", "ppo", "dpo", "constitutional"}
-    again = run_sweep("smoke", smoke_overrides(out), [0, 1], [], quiet)
+    assert {s for r in first.rows for s in r["trained"]} >= {"sft", *METHODS}
+    again = run_sweep("smoke-methods", smoke_overrides(out), [0, 1], [], quiet)
     assert again.trained == [] and again.evaluated == 0
     assert [r["run_id"] for r in again.rows] == [r["run_id"] for r in first.rows]  # the same runs, resumed
     js = tmp_path / "compare.json"
-    cli = CliRunner().invoke(app, ["compare", "--store", str(out), "--methods", "ppo,dpo,constitutional",
+    cli = CliRunner().invoke(app, ["compare", "--store", str(out), "--methods", ",".join(METHODS),
                                    "--json", str(js)])
     assert cli.exit_code == 0, cli.output
     result = json.loads(js.read_text())
-    assert result["seeds"] == [0, 1] and [m["label"] for m in result["methods"]] == ["ppo", "dpo", "constitutional"]
+    assert result["seeds"] == [0, 1] and [m["label"] for m in result["methods"]] == list(METHODS)
     assert all(e["parents"] == ["sft"] and e["n_seeds"] == 2 for e in result["effects"])
-    assert len(result["pairs"]) == 3 * len(result["metrics"])
+    assert len(result["pairs"]) == 6 * len(result["metrics"])  # every pair of the four methods
     notes = next(m for m in result["methods"] if m["label"] == "constitutional")["notes"]
     assert notes and "rule-based stand-in" in notes[0]

@@ -1,99 +1,111 @@
-"""Compare methods: siblings from the same parent (ppo vs dpo, later more) side by side on
-every metric, with the paired difference B − A on the items both were asked. A winner is
-named only where the paired test is significant after Holm over the table's comparisons, and
-the intervals are at the level of that decision (simultaneous, 1 − α/m)."""
+"""Compare methods across seeds: what `harness compare` computes and prints, from the same functions
+(`harness.compare.compare`, the rows of `harness.compare_render`), over every complete run of the
+store (a sweep's runs are its seeds). Per method × metric the mean over seeds with a seed-level
+interval and each seed's value, the paired effect against the shared parent per seed and pooled,
+each pair of methods per seed and pooled, one Holm family over the table; a difference is called
+only where Holm says so and it reaches the metric's minimum effect."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from dashboards import common
-from dashboards.data import item_values, load_samples
-from dashboards.lineage import sibling_groups
-from dashboards.shaping import compare_table, metrics_of, paired_differences
-from harness.attribution import spec_of
+from harness.compare import CompareError, compare
+from harness.compare_methods import method_groups
+from harness.compare_render import explanation, seed_rows, tables
+from harness.core.store import Store
+
+METHODS_KEY = "compare.methods"
+
+@st.cache_data(show_spinner="Reading the store's methods…", max_entries=8)
+def groups_of(path: str, token: str) -> dict[str, list[str]]:
+    with Store(path, readonly=True) as store:
+        return method_groups(store)
 
 
-@st.cache_data(show_spinner="Pairing items…", max_entries=32)
-def paired(path: str, run_id: str, a: str, b: str, suites: tuple[str, ...], only: tuple[str, ...],
-           alpha: float, token: str) -> pd.DataFrame:
-    """Paired differences on every suite both siblings ran, Holm and intervals over all of
-    them together (cached until the store changes). A suite without readable samples: values only."""
-    def values(stage: str) -> pd.DataFrame:
-        frames = [item_values(load_samples(path, run_id, stage, s, token)) for s in suites]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["item_id", "metric", "value"])
-
-    return paired_differences(values(a), values(b), alpha, only=only)
-
-
-def diff_chart(table: pd.DataFrame, title: str, a: str, b: str) -> alt.LayerChart:
-    y = alt.Y("metric:N", sort=list(table["metric"]), title=None, axis=alt.Axis(labelLimit=320))
-    base = alt.Chart(table).encode(y=y)
-    palette = {"no clear difference": "#9d9d9d", f"{a} better": "#4c78a8", f"{b} better": "#f58518",
-               f"{a} higher": "#4c78a8", f"{b} higher": "#f58518"}
-    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="#888888", strokeDash=[4, 3]).encode(x="x:Q")
-    ci = base.mark_rule(strokeWidth=2).encode(x=alt.X("ci_low:Q", title=title), x2="ci_high:Q")
-    dots = base.mark_circle(size=90).encode(
-        x="diff:Q", color=alt.Color("verdict:N", title=None, scale=alt.Scale(
-            domain=[v for v in palette if v in set(table["verdict"])],
-            range=[c for v, c in palette.items() if v in set(table["verdict"])])),
-        tooltip=["metric", "verdict", alt.Tooltip("diff:Q", format="+.4f"), "n"])
-    return (zero + ci + dots).properties(height=40 * len(table) + 20)
+@st.cache_data(show_spinner="Comparing methods over seeds…", max_entries=16)
+def comparison(path: str, methods: tuple[str, ...], token: str) -> tuple[dict[str, Any] | None, str]:
+    """`harness compare --store PATH --methods …` as its JSON dict (cached until the store changes), or
+    None and why there is nothing to compare."""
+    with Store(path, readonly=True) as store:
+        try:
+            return compare(store, list(methods)), ""
+        except CompareError as exc:
+            return None, str(exc)
+        except ValueError as exc:  # a row the store cannot parse (the other pages drop such rows)
+            return None, f"Some rows of the store could not be read, so the methods cannot be compared: {exc}."
 
 
-def is_rate(row: pd.Series, stages: list[str]) -> bool:
-    """Values of the metric all within [0, 1]: a rate or an accuracy (charted on one axis)."""
-    values = [row[s] for s in stages if pd.notna(row[s])]
-    return bool(values) and all(0.0 <= v <= 1.0 for v in values)
+def seed_chart(effects: pd.DataFrame, means: pd.DataFrame, metric: str) -> alt.LayerChart:
+    """Each method's value per seed (dots) and its mean over seeds with the seed-level interval."""
+    y = alt.Y("method:N", sort=list(means["method"]), title=None)
+    ci = alt.Chart(means).mark_rule(strokeWidth=2, color="#4c78a8").encode(
+        y=y, x=alt.X("ci_low:Q", title=metric, scale=alt.Scale(zero=False)), x2="ci_high:Q")
+    mean = alt.Chart(means).mark_tick(thickness=3, size=22, color="#4c78a8").encode(
+        y=y, x="mean:Q", tooltip=["method", alt.Tooltip("mean:Q", format=".4f"), "seeds"])
+    dots = alt.Chart(effects).mark_circle(size=80, opacity=0.85).encode(
+        y=y, x="value:Q", color=alt.Color("seed:N", title="seed"),
+        tooltip=["method", "seed", "run", alt.Tooltip("value:Q", format=".4f"), "parent",
+                 alt.Tooltip("parent value:Q", format=".4f"), alt.Tooltip("effect:Q", format="+.4f")])
+    return (ci + mean + dots).properties(height=36 * len(means) + 30)
+
+
+def show_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    st.subheader(title)
+    st.dataframe(pd.DataFrame(rows, columns=headers), hide_index=True)
 
 
 st.title("Compare methods")
-ctx = common.require_run()
-data = ctx.data
-groups = sibling_groups(data.checkpoints, set(data.metrics["stage"]) if not data.metrics.empty else set())
+ctx = common.require_run()  # the run banners; the comparison itself reads every complete run
+groups = groups_of(ctx.path, ctx.token)
 if not groups:
-    st.info("No stage of this run has two evaluated children from the same parent yet (for example "
-            "`ppo` and `dpo`, both `from: sft`). Siblings appear here once both are evaluated.")
+    st.info("No complete run of this store has an evaluated stage with an evaluated parent yet (for example "
+            "`ppo` and `dpo`, both `from: sft`). `harness sweep CONFIG --seeds 0,1` writes one run per seed; "
+            "the methods appear here once their runs are complete.")
     st.stop()
 
-c0, c1, c2 = st.columns(3)
-parent = c0.selectbox("Parent", list(groups))
-siblings = groups[parent]
-a = c1.selectbox("A", siblings, index=0)
-b = c2.selectbox("B", siblings, index=1 if siblings[0] == a else 0)
-if a == b:
-    st.warning("Pick two different siblings.")
+options = list(dict.fromkeys(s for stages in groups.values() for s in stages))
+largest = max(groups.values(), key=len)  # siblings of one parent (sft -> ppo, dpo, …) by default
+chosen = st.session_state.get(METHODS_KEY)
+st.session_state[METHODS_KEY] = largest if chosen is None else [m for m in chosen if m in options]  # another store
+methods = st.multiselect("Methods", options, key=METHODS_KEY,
+                         help="Stage names of the store's complete runs (every variant); the same as "
+                         "`harness compare --methods`.")
+if not methods:
+    st.info("Pick at least one method.")
+    st.stop()
+result, problem = comparison(ctx.path, tuple(methods), ctx.token)
+if result is None:
+    st.warning(problem)
     st.stop()
 
-suites = tuple(sorted(set(data.metrics.loc[data.metrics["stage"] == a, "suite"])
-                      & set(data.metrics.loc[data.metrics["stage"] == b, "suite"])))
-alpha = spec_of(data.run.get("config")).alpha
-diffs = paired(ctx.path, ctx.run_id, a, b, suites, tuple(metrics_of(data.metrics, [a, b])), alpha, ctx.token)
-table = compare_table(data.metrics, parent, a, b, diffs, alpha)
-level = float(diffs["ci_level"].iloc[0]) if not diffs.empty else 1 - alpha
-st.header(f"{a} vs {b} (both from {parent})")
-st.caption(f"{len(table)} metrics on {len(suites)} suite(s). “B − A” is the mean of per-item differences "
-           f"{b} − {a} on the items both answered. A sibling is called better (or higher) only where the paired "
-           f"test (exact McNemar / sign-flip) is significant after Holm over the {len(diffs)} paired comparisons "
-           f"of this table at α = {alpha}; the intervals are simultaneous at {100 * level:.6g}% (1 − α/{len(diffs)}), "
-           "the level of that decision. Metrics without per-item outcomes (correlations, medians) show values only.")
+seeds = ", ".join(map(str, result["seeds"]))
+st.header(f"{', '.join(m['label'] for m in result['methods'])} over seeds {seeds}")
+st.caption("Every complete run of this store (a run per seed; the sidebar's run is not used here), "
+           "computed by the same functions as `harness compare --store … --methods "
+           f"{','.join(methods)}`. {explanation(result)}")
 
-heads = table[(table["family"] == "headline") & table["ci_low"].notna()]
-rates = heads.apply(is_rate, axis=1, stages=[parent, a, b]) if not heads.empty else pd.Series(dtype=bool)
-for part, title in ((heads[rates], "rates and accuracies"), (heads[~rates], "lengths and scores")):
-    if not part.empty:
-        st.altair_chart(diff_chart(part, f"{b} − {a}: {title} (paired, {100 * level:.6g}% simultaneous CI)", a, b),
-                        width="stretch")
-common.table(table.rename(columns={"diff": f"{b} − {a}", "ci_low": "ci low", "ci_high": "ci high",
-                                   "p_adjusted": "p (Holm)", "n": "paired items"}))
+effects, pairs = (pd.DataFrame(rows) for rows in seed_rows(result))
+if result["metrics"] and not effects.empty:
+    metric = common.url_select(st, "Metric", result["metrics"], "metric", key="compare.metric")
+    means = pd.DataFrame([{"method": e["method"], "mean": e["mean"], "ci_low": e["seed_ci"][0],
+                           "ci_high": e["seed_ci"][1], "seeds": e["n_seeds"]}
+                          for e in result["effects"] if e["metric"] == metric])
+    st.altair_chart(seed_chart(effects[effects["metric"] == metric], means, metric), width="stretch")
+    st.caption(f"{metric}: each seed's value (dots, coloured by seed) and the mean over seeds with its "
+               f"{100 * result['seed_ci_level']:.4g}% seed-level t interval (none with one seed).")
 
-effects = data.effects
-if not effects.empty:
-    st.subheader(f"Each sibling's effect vs {parent}")
-    mine = effects[effects["stage"].isin([a, b]) & (effects["family"] == "headline")]
-    wide = mine.assign(cell=[f"{e:+.3f}{' ★' if att else ''}" if pd.notna(e) else "n/a"
-                             for e, att in zip(mine["effect"], mine["attributed"], strict=True)])
-    st.caption("Child − parent on the same items; ★ attributed to that stage.")
-    common.table(wide.pivot(index="metric", columns="stage", values="cell").reset_index())
+for title, headers, rows in tables(result):
+    show_table(title, headers, rows)
+
+st.subheader("Per seed")
+st.caption("Each method's value and its paired effect against the parent in the same run, per seed; the "
+           "tests here are per seed (raw p, 95% interval), outside the Holm family of the tables above.")
+common.table(effects)
+if not pairs.empty:
+    with st.expander(f"Pairs of methods per seed ({len(pairs)} rows)"):
+        common.table(pairs)
