@@ -222,8 +222,8 @@ def test_kl_reward_is_zero_when_policy_equals_reference(ckpts) -> None:
     ref = AutoModelForCausalLM.from_pretrained(ckpts["policy"]).eval()
     q, qm = pm.left_pad([prompt_ids(tok, p) for p in load_prompts(ckpts["prompts"])[:8]], tok.pad_token_id, "cpu")
     torch.manual_seed(0)
-    gen = pm.sampling_config(6, 0.7, tok.eos_token_id, tok.pad_token_id)
-    r, rm, _ = pm.sample(policy, q, qm, gen, tok.eos_token_id, tok.pad_token_id)
+    gen = pm.sampling_config(6, tok.eos_token_id, tok.pad_token_id)
+    r, rm, _ = pm.sample(policy, q, qm, gen, tok.eos_token_id, tok.pad_token_id, pm.rollout_seeds(0, range(len(q))), 0.7)
     with torch.no_grad():
         lp, _ = pm.response_logprobs(policy, q, qm, r, rm, 0.7)
         ref_lp, _ = pm.response_logprobs(ref, q, qm, r, rm, 0.7)
@@ -241,7 +241,7 @@ def test_kl_reward_is_zero_when_policy_equals_reference(ckpts) -> None:
 
 def test_logprobs_are_those_of_the_sampled_tokens_at_temperature(ckpts) -> None:
     """The forward pass PPO trains with reproduces generate()'s distribution on exactly the sampled tokens."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
     from training import ppo_models as pm
     from training.ppo import load_prompts, prompt_ids
@@ -249,15 +249,34 @@ def test_logprobs_are_those_of_the_sampled_tokens_at_temperature(ckpts) -> None:
     tok = AutoTokenizer.from_pretrained(ckpts["policy"])
     policy = AutoModelForCausalLM.from_pretrained(ckpts["policy"]).eval()
     q, qm = pm.left_pad([prompt_ids(tok, p) for p in load_prompts(ckpts["prompts"])[:6]], tok.pad_token_id, "cpu")
-    gen = pm.sampling_config(5, 0.6, tok.eos_token_id, tok.pad_token_id)
-    torch.manual_seed(3)
+    gen = pm.sampling_config(5, tok.eos_token_id, tok.pad_token_id)
     out = policy.generate(input_ids=q, attention_mask=qm, generation_config=gen, return_dict_in_generate=True,
-                          output_logits=True)
+                          output_logits=True,
+                          logits_processor=LogitsProcessorList([pm.RowSampler(pm.rollout_seeds(3, range(6)), 0.6)]))
     r, rm, _ = core.truncate_after_eos(out.sequences[:, q.shape[1]:], tok.eos_token_id, tok.pad_token_id)
-    expected = core.logprobs_of(torch.stack(out.logits, 1), r, 0.6)
+    expected = core.logprobs_of(torch.stack(out.logits, 1), r, 0.6)  # output_logits: before the sampler's noise
     with torch.no_grad():
         got, _ = pm.response_logprobs(policy, q, qm, r, rm, 0.6)
     assert torch.allclose(got[rm.bool()], expected[rm.bool()], atol=1e-4)
+
+
+def test_row_sampler_draws_softmax_at_temperature_and_ignores_its_batch() -> None:
+    """Gumbel-max with a generator per row: frequencies match softmax(logits / T) (a chi-square bound on
+    20,000 draws), and a row's draws depend on its seed only, not on the rows beside it."""
+    from training import ppo_models as pm
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -3.0]])
+    sampler = pm.RowSampler([11], temperature=0.7)
+    draws = torch.stack([sampler(None, logits).argmax(-1) for _ in range(20_000)]).flatten()
+    observed = torch.bincount(draws, minlength=5).double()
+    expected = 20_000 * torch.softmax(logits[0].double() / 0.7, -1)
+    chi2 = float(((observed - expected) ** 2 / expected).sum())
+    assert chi2 < 18.5  # 4 degrees of freedom: p < 0.001 above 18.47
+    alone = pm.RowSampler([5], 1.0)
+    in_batch = pm.RowSampler([9, 5, 7], 1.0)
+    wide = logits.repeat(3, 1)
+    for _ in range(50):
+        assert alone(None, logits)[0].argmax() == in_batch(None, wide)[1].argmax()
 
 
 def test_masks_whitening_and_kl_controller() -> None:

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness.backends.base import Prompt, encode_prompt
 from harness.backends.stops import end_token_ids
+from training.ppo_batches import batch_indices, global_positions, minibatch_rows
 from training.stage import StageDef, StageInputs
 
 LOG_FILE = "ppo_log.jsonl"
@@ -124,20 +125,6 @@ def prompt_ids(tokenizer: Any, prompt: str | list[dict[str, str]]) -> list[int]:
     return encode_prompt(as_prompt, tokenizer)
 
 
-def batch_indices(step: int, n: int, batch: int, process: int, num_processes: int, seed: int) -> list[int]:
-    """Prompt indices for ``step`` (1-based) on ``process``: a seeded reshuffle every epoch, deterministic for resume."""
-    import torch
-
-    start = (step - 1) * batch * num_processes + process * batch
-    out, perms = [], {}
-    for p in range(start, start + batch):
-        epoch = p // n
-        if epoch not in perms:
-            perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch)).tolist()
-        out.append(perms[epoch][p % n])
-    return out
-
-
 # --------------------------------------------------------------------------- the stage
 
 
@@ -210,7 +197,7 @@ def run(config: Config, inputs: StageInputs, out_dir: Path) -> dict[str, Any]:
     opt_p, sched_p = make_opt(policy, config.learning_rate)
     opt_v, sched_v = make_opt(value, config.value_learning_rate)
     policy, value, opt_p, opt_v = acc.prepare(policy, value, opt_p, opt_v)
-    gen_cfg = pm.sampling_config(config.max_new_tokens, config.temperature, end_ids, pad_id)
+    gen_cfg = pm.sampling_config(config.max_new_tokens, end_ids, pad_id)
 
     # ---- data
     raw_prompts = load_prompts(inputs.data)
@@ -270,7 +257,9 @@ def run(config: Config, inputs: StageInputs, out_dir: Path) -> dict[str, Any]:
         queries, qmask = pm.left_pad([kept[i][1] for i in idx], pad_id, acc.device)
         # ---- 1. rollout
         with acc.autocast():
-            responses, rmask, has_eos = pm.sample(acc.unwrap_model(policy), queries, qmask, gen_cfg, end_ids, pad_id)
+            seeds = pm.rollout_seeds(seed, global_positions(step, config.rollout_batch_size, rank, world))
+            responses, rmask, has_eos = pm.sample(acc.unwrap_model(policy), queries, qmask, gen_cfg, end_ids, pad_id,
+                                                  seeds, config.temperature)
         t1 = sync()
         # ---- 2. score (text path: the reward model sees exactly what it was trained on)
         lengths = rmask.sum(1)
@@ -306,7 +295,7 @@ def run(config: Config, inputs: StageInputs, out_dir: Path) -> dict[str, Any]:
                                          ("policy_loss", "value_loss", "clipfrac", "approxkl", "value_clipfrac", "entropy")}
         shuffle = torch.Generator().manual_seed(seed * 7919 + step)
         for _ in range(config.ppo_epochs):
-            for sel in torch.randperm(len(idx), generator=shuffle).split(mb):
+            for sel in minibatch_rows(shuffle, len(idx), mb, rank, world):
                 sel = sel.to(acc.device)
                 width = int(lengths[sel].max())  # trim response padding shared by this minibatch
                 q, qm, r, rm = queries[sel], qmask[sel], responses[sel, :width], rmask[sel, :width]
@@ -318,6 +307,8 @@ def run(config: Config, inputs: StageInputs, out_dir: Path) -> dict[str, Any]:
                 vf, vf_stats = core.value_loss(new_values.float(), values[sel, :width], returns[sel, :width], rm,
                                                config.cliprange_value)
                 loss = pg + config.vf_coef * vf
+                if world > 1:  # DDP averages the processes' token means; this makes it the minibatch's token mean
+                    loss = loss * (rm.sum() * world / reduce_sum(rm.sum().float()))
                 abort_if(not torch.isfinite(loss).item(),
                          f"ppo: step {step}: non-finite loss (policy {pg.item():.4g}, value {vf.item():.4g}); aborting")
                 acc.backward(loss)

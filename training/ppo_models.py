@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, GenerationConfig
+from transformers import (
+    AutoModelForSequenceClassification,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+)
 
 from harness.core.reward import require_safetensors, token_scores
 from training.ppo_core import entropy_of, logprobs_of, truncate_after_eos
@@ -54,24 +59,48 @@ def left_pad(rows: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Ten
     return ids.to(device), mask.to(device)
 
 
-def sampling_config(max_new_tokens: int, temperature: float, eos_id: int | Sequence[int], pad_id: int
-                    ) -> GenerationConfig:
-    """Plain ancestral sampling from softmax(logits / T): no top-k/top-p/repetition tricks, so the
-    log-probs PPO computes are those of the distribution actually sampled. ``eos_id``: every end id
-    (:func:`harness.backends.stops.end_token_ids`)."""
+def sampling_config(max_new_tokens: int, eos_id: int | Sequence[int], pad_id: int) -> GenerationConfig:
+    """``generate``'s settings for a rollout: argmax over the logits :class:`RowSampler` perturbs (so
+    nothing else warps them: no top-k, top-p or repetition penalty), stopping at any end id and
+    padding after it. ``eos_id``: every end id (:func:`harness.backends.stops.end_token_ids`)."""
     return GenerationConfig(
-        do_sample=True, temperature=temperature, top_k=0, top_p=1.0, min_new_tokens=0, max_new_tokens=max_new_tokens,
+        do_sample=False, top_k=None, top_p=None, temperature=None, min_new_tokens=0, max_new_tokens=max_new_tokens,
         eos_token_id=eos_id if isinstance(eos_id, int) else list(eos_id), pad_token_id=pad_id, repetition_penalty=1.0,
     )
+
+
+class RowSampler(LogitsProcessor):
+    """Sampling at temperature T by the Gumbel-max trick with one generator per row: the argmax of
+    ``logits / T + G`` (G i.i.d. Gumbel) is a draw from ``softmax(logits / T)``, and row i's noise comes
+    from its own seed only. A prompt's response therefore depends on its seed, never on which other
+    prompts share its batch or process: 1 process and N processes with the same global batch draw the
+    same rollouts, and a resumed run needs no random state for them."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float) -> None:
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature = temperature
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64) for g in self.generators])
+        gumbel = -torch.log(-torch.log(u))  # u in [0, 1): u = 0 gives -inf, never chosen
+        return (scores.double() / self.temperature + gumbel.to(scores.device)).to(scores.dtype)
+
+
+def rollout_seeds(seed: int, positions: Sequence[int]) -> list[int]:
+    """One sampling seed per rollout, from the run's seed and the rollout's global position (step and
+    index in the global batch: :func:`training.ppo_batches.batch_indices`' ``p``)."""
+    return [(seed * 1_000_003 + p) % 2**63 for p in positions]
 
 
 @torch.no_grad()
 def sample(
     policy: Any, queries: torch.Tensor, query_mask: torch.Tensor, gen: GenerationConfig, eos_id: int | Sequence[int],
-    pad_id: int,
+    pad_id: int, seeds: Sequence[int], temperature: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample responses; returns ``(responses cut after the first end id, response mask, has_eos)``."""
-    out = policy.generate(input_ids=queries, attention_mask=query_mask, generation_config=gen)
+    """Sample responses (one seed per row, :class:`RowSampler`); returns ``(responses cut after the
+    first end id, response mask, has_eos)``."""
+    out = policy.generate(input_ids=queries, attention_mask=query_mask, generation_config=gen,
+                          logits_processor=LogitsProcessorList([RowSampler(seeds, temperature)]))
     return truncate_after_eos(out[:, queries.shape[1]:], eos_id, pad_id)
 
 
