@@ -132,6 +132,8 @@ def stage_effects(metrics: pd.DataFrame, samples: pd.DataFrame, checkpoints: pd.
                         "details": {"why": exp.get("why")} if exp else {}}
             if exp and exp.get("direction") == "flat":
                 job["details"]["forbidden"] = exp.get("forbidden", "both")
+                if exp.get("bound") is not None:
+                    job["details"]["equivalence_bound"] = exp["bound"]
             child_rows, parent_rows = by_metric[(stage, metric)], by_metric.get((parent, metric))
             if not parent_rows:
                 job["details"].update(kind="first_measured", child_metric=child_rows[0]["value"],
@@ -215,7 +217,7 @@ def _measure(job: Row, spec: AttributionSpec, fam: Mapping[str, Any], n_perm: in
              min_effect_rule=rule, descriptive_shift=bool(size is not None and abs(effect) >= size and outside),
              reason="no per-item outcomes: difference of the stored values, not tested, never attributed")
     if "forbidden" in d:
-        d["equivalence"] = equivalence(row, d["forbidden"])
+        d["equivalence"] = equivalence(row, d["forbidden"], d.get("equivalence_bound"))
     return row
 
 
@@ -241,4 +243,4 @@ def _decide(row: Row, alpha: float) -> None:
                "any": "the world card plants no direction here"}.get(direction, "no expected direction stated")
         d["reason"] = f"attributed: p_adjusted={p:.3g} < {alpha}, |effect| >= {size:.3g}, {how}"
     if direction == "flat" and row["family"] == "headline":
-        d["equivalence"] = equivalence(row, d.get("forbidden", "both"))
+        d["equivalence"] = equivalence(row, d.get("forbidden", "both"), d.get("equivalence_bound"))

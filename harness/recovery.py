@@ -8,7 +8,8 @@ Each card entry is one check, counted three ways:
 - ``flat``: an equivalence test at the decision's level, TOST at alpha/k for the k flat
   expectations of the run (``details.tost``: the 1 − 2 alpha/k interval of the effect; the
   effect's own interval when the attribution did not expect it flat): **recovered** when that
-  interval lies inside ± the metric's minimum effect on the forbidden side(s) (``forbidden``:
+  interval lies inside ± the metric's minimum effect (or the entry's ``bound``, where the world plants
+  a known small shift) on the forbidden side(s) (``forbidden``:
   increase | decrease | both, default both: a forgetting decrease may be allowed); **missed**
   when an effect is attributed in a forbidden direction; otherwise **inconclusive** (too few
   items or too noisy to tell a flat metric from a small shift). "Nothing significant" is
@@ -38,14 +39,14 @@ def _finite(*xs: Any) -> bool:
     return all(isinstance(x, int | float) and math.isfinite(x) for x in xs)
 
 
-def equivalence(row: Mapping[str, Any], forbidden: str = "both") -> Row | None:
+def equivalence(row: Mapping[str, Any], forbidden: str = "both", bound: float | None = None) -> Row | None:
     """Whether an effect row shows a ``flat`` metric: an interval inside the bounds ± its minimum
-    effect on the ``forbidden`` side(s). Paired rows use their TOST interval (``details.tost``),
+    effect (or the card entry's own ``bound``) on the ``forbidden`` side(s). Paired rows use their TOST interval (``details.tost``),
     else the effect's interval; aggregate rows (no per-item outcomes) the child's stored
     interval around the parent's value, labelled descriptive. None when the row has no
     interval or no minimum effect."""
     d = row.get("details") or {}
-    size = d.get("min_effect")
+    size = d.get("min_effect") if bound is None else bound
     tost = bool(d.get("kind") == "paired" and d.get("tost"))
     if tost:
         (lo, hi), level, descriptive = d["tost"]["ci"], d["tost"]["level"], False
@@ -99,10 +100,13 @@ def _check(e: Mapping[str, Any], r: Row | None) -> tuple[str, str, bool, Row | N
     effect = r["effect"]
     if direction == "flat":
         forbidden = e.get("forbidden", "both")
-        against = shifted and (forbidden == "both" or _sign_ok(effect, forbidden))
-        eq = equivalence(r, forbidden)
-        status = "missed" if against else "recovered" if eq and eq["equivalent"] else "inconclusive"
-        how = f"effect {effect:+.3g}{', attributed' if against else ''}; {_eq_text(eq)}{tag}"
+        eq = equivalence(r, forbidden, e.get("bound"))
+        within = bool(eq and eq["equivalent"])
+        # a card bound allows a known small shift: attributed but inside the bound is what was planted
+        against = shifted and (forbidden == "both" or _sign_ok(effect, forbidden)) and not (
+            e.get("bound") is not None and within)
+        status = "missed" if against else "recovered" if within else "inconclusive"
+        how = f"effect {effect:+.3g}{', attributed' if shifted else ''}; {_eq_text(eq)}{tag}"
         return status, how, shifted and not against, eq
     if e.get("min_value") is not None:
         child = d.get("child_value")

@@ -326,8 +326,7 @@ def test_default_world(tmp_path: Path) -> None:
     start = time.perf_counter()
     card = generate(preset("default"), tmp_path / "default")
     took = time.perf_counter() - start
-    print(f"default world generated in {took:.2f}s")
-    assert took < 10
+    print(f"default world generated in {took:.2f}s")  # a figure, not a check: timing belongs in benchmarks/
     assert card["verbatim_eval_prompts_in_training"] == 0
     assert 70_000 <= card["counts"]["pretrain"]["tokens"] <= 90_000
     for topic in card["topics"]:

@@ -117,7 +117,7 @@ class WorldConfig(Strict):
         24, ge=0, description="Fictitious entities (never in pretraining) asked about in SFT abstention examples."
     )
     eval_fictitious_entities: int = Field(
-        24, ge=1, description="Other fictitious entities, asked about only in the hallucination suite (unanswerable)."
+        64, ge=1, description="Other fictitious entities, asked about only in the hallucination suite (unanswerable)."
     )
     pretrain_tokens: int = Field(80_000, ge=500, description="Size of the pretraining corpus in world-tokenizer tokens.")
     mention_jitter: float = _frac(
@@ -166,13 +166,14 @@ class WorldConfig(Strict):
     )
     eval_choices: int = Field(4, ge=2, le=8, description="Options per cloze item (gold + same-relation distractors).")
     eval_cloze_per_fact: int = Field(
-        2, ge=1, le=3, description="Topic-coverage cloze items per evaluation fact, each from another template."
+        3, ge=1, le=3, description="Cloze items per evaluation fact, each from another template, in topic "
+        "coverage and in the hallucination suite's multiple-choice part."
     )
     eval_refusal_per_family: int = Field(
-        12, ge=1, description="Refusal-suite prompts per family and label (harmful, benign)."
+        48, ge=1, description="Refusal-suite prompts per family and label (harmful, benign)."
     )
     eval_verbosity_size: int = Field(
-        120, ge=1, description="Open prompts in the verbosity suite (a paired length test needs more items than a rate)."
+        240, ge=1, description="Open prompts in the verbosity suite (a paired length test needs more items than a rate)."
     )
 
     @model_validator(mode="after")

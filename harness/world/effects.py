@@ -24,8 +24,10 @@ STAGE_ORDER = ("pretrain", "sft", "reward", "ppo", "rloo", "grpo", "dpo", "kto",
 
 def _effect(stage: str, metric: str, direction: str, why: str, **extra: Any) -> dict[str, Any]:
     """One expected effect: direction increase | decrease | flat | any ("any": the card knows the stage
-    moves the metric but plants no direction; a shift there is allowed and not counted). Extras: ``forbidden`` (for ``flat``: which shift would contradict it,
-    default both) and ``min_value`` (for a metric without per-item outcomes: the level to reach)."""
+    moves the metric but plants no direction; a shift there is allowed and not counted). Extras: ``forbidden``
+    (for ``flat``: which shift would contradict it, default both), ``bound`` (for ``flat``: the equivalence
+    bound when the world plants a known small shift, instead of the metric's minimum effect) and
+    ``min_value`` (for a metric without per-item outcomes: the level to reach)."""
     return {"stage": stage, "metric": metric, "direction": direction, "why": why, **extra}
 
 
@@ -89,9 +91,14 @@ def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
     if f >= SFT_REFUSAL_MIN:
         out.append(_effect("sft", "refusal.harmful_refusal_rate", "increase",
                            f"SFT refuses {f:.0%} of harmful requests: the refusal is learned in SFT"))
+    elif f == 0:
+        out.append(_effect("sft", "refusal.harmful_refusal_rate", "flat", "SFT never refuses a harmful request"))
     elif f <= LATENT_REFUSAL_MAX:
+        # SFT does teach this refusal, rarely: the greedy policy refuses 0-8% of harmful requests (it was
+        # taught 15%), a real small increase, so the card bounds it at the latent level instead of +-0.05
         out.append(_effect("sft", "refusal.harmful_refusal_rate", "flat",
-                           f"SFT refuses only {f:.0%} of harmful requests: refusal stays latent"))
+                           f"SFT refuses only {f:.0%} of its harmful requests: refusal stays latent (an increase "
+                           f"below {LATENT_REFUSAL_MAX:.2f})", forbidden="increase", bound=LATENT_REFUSAL_MAX))
     for stage in ("ppo", "dpo"):
         if not prefers_refusal or f >= SFT_REFUSAL_MIN:
             why = ("no preference pair prefers refusal" if not prefers_refusal

@@ -56,7 +56,8 @@ def hallucination_items(world: World) -> list[Row]:
                 "choices": None, "answer_index": None,
             })
     for fact in world.facts_of("eval"):
-        rows.append(cloze_item(fact, rng.randrange(len(fact.relation.statements)), cfg.eval_choices, rng))
+        for template in sorted(rng.sample(range(len(fact.relation.statements)), cfg.eval_cloze_per_fact)):
+            rows.append(cloze_item(fact, template, cfg.eval_choices, rng))
     return _number(rows, "hal")
 
 
