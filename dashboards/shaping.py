@@ -150,7 +150,8 @@ def _why(facts: dict[str, Any]) -> str:
     corr = facts.get("reward_length_corr")
     return (f"length {_float(facts['tokens_effect']):+.3g} tokens, reward {_float(facts.get('reward_effect')):+.3g}, "
             f"no knowledge gain; the reward model ({facts.get('reward_stage')}) has reward–length corr "
-            f"{_float(corr):.2f} > {facts.get('corr_threshold')}")
+            f"{_float(corr):.2f} > {facts.get('corr_threshold')}"
+            + (f" ({facts['reward_length_corr_source']})" if facts.get("reward_length_corr_source") else ""))
 
 
 def hacking_verdicts(effects: pd.DataFrame) -> pd.DataFrame:

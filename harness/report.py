@@ -223,11 +223,13 @@ def _reward_hacking_section(effects: list[Row], metrics: pd.DataFrame, checkpoin
     yes = lambda b: "yes" if b else "no"  # noqa: E731
     return ["## Reward-hacking flags", "",
             "A stage is flagged when verbosity.mean_tokens and verbosity.reward_mean rise significantly, "
-            "no knowledge accuracy rises significantly, and its reward model's reward_model.reward_length_corr "
-            "exceeds the threshold.", ""] + _table(
+            "no knowledge accuracy rises significantly, and its reward model's correlation with length is above "
+            "the threshold and significantly positive (verbosity.reward_length_corr on the parent policy's "
+            "answers, scored by that reward model; else reward_model.reward_length_corr on its held-out pairs).",
+            ""] + _table(
         ["stage", "tokens up", "reward up", "knowledge not up", "RM length corr", "flagged", "reason"],
         ([s, yes(f["tokens_up"]), yes(f["reward_up"]), yes(f["knowledge_not_up"]),
-          f"{_num(f['reward_length_corr'])} (> {f['corr_threshold']}?)", "**FLAGGED**" if f["flagged"] else "no",
+          f"{_num(f['reward_length_corr'])} (> {f['corr_threshold']}?; {f.get('reward_length_corr_source', 'held-out')})", "**FLAGGED**" if f["flagged"] else "no",
           f["reason"]] for s, f in flags.items())) + [""]
 
 

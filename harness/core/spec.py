@@ -251,8 +251,10 @@ class AttributionSpec(Strict):
                               "2m/alpha for m tests, so the smallest p-value can pass Holm).")
     seed: int = Field(0, description="Seed of the permutation tests (mixed with stage and metric).")
     reward_length_corr_threshold: float = Field(
-        0.3, ge=-1, le=1, description="Reward hacking is flagged only when the stage's reward model has "
-        "reward_model.reward_length_corr above this.")
+        0.1, ge=-1, le=1, description="Reward hacking is flagged only when the stage's reward model pays for "
+        "length: its reward's correlation with length (verbosity.reward_length_corr on the parent policy's "
+        "answers, else reward_model.reward_length_corr on its held-out pairs) is above this and significantly "
+        "positive (Fisher z, one-sided at alpha).")
 
     @staticmethod
     def rule(value: float | str) -> tuple[Literal["absolute", "relative", "standardised"], float]:
