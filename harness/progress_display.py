@@ -13,6 +13,7 @@ switched off while a display runs: ours says the same, once. :func:`progress_dis
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -161,12 +162,27 @@ class _CountColumn(MofNCompleteColumn):
 
 
 class _TimeColumn(TimeRemainingColumn):
-    """``ETA h:mm:ss``; the time elapsed for a task without a count."""
+    """``ETA h:mm:ss``; the time elapsed for a task without a count.
+
+    rich estimates the speed from the advances it has seen (two at least), so after a phase's first
+    batch its ETA is ``-:--:--``, for as long as one batch takes (minutes on a large model); until it
+    has its own, the ETA is the phase's items done so far over its time elapsed."""
 
     def render(self, task: Any) -> Text:
         if task.total is None:
             return Text(f"{task.elapsed or 0:.0f}s", style="progress.elapsed")
+        done, elapsed = task.completed - task.fields.get("start_done", 0), task.elapsed or 0.0
+        if task.time_remaining is None and not task.finished and done > 0 and elapsed > 0:
+            left = (task.total - task.completed) * elapsed / done
+            return Text.assemble("ETA ", Text(format_eta(left), style="progress.remaining"))
         return Text.assemble("ETA ", super().render(task))
+
+
+def format_eta(seconds: float) -> str:
+    """``h:mm:ss``, as rich writes its ETA (whole seconds, rounded up)."""
+    minutes, secs = divmod(math.ceil(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}"
 
 
 class LiveDisplay:
@@ -206,7 +222,7 @@ class _LiveTask(_Task):
 
     def begin(self, phase: str, total: int | None, done: int = 0) -> None:
         super().begin(phase, total, done)
-        fields = {"phase": phase, "tokens": 0, "note": ""}
+        fields = {"phase": phase, "tokens": 0, "note": "", "start_done": done}
         if self.id is None:
             self.id = self.bars.add_task(self.name, total=total, completed=done, **fields)
         else:  # a new phase: its own count, clock and speed

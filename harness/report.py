@@ -289,13 +289,20 @@ def print_report(store: Store, run_id: str | None = None, console: Console | Non
                           f"{'[bold red]FLAGGED[/]' if f['flagged'] else 'not flagged'} ({f['reason']})")
     rec = recovery(store, run_id, effects)
     if rec is not None:
-        flat = _flat_parts(rec)
+        flat = in_stage_order(_flat_parts(rec), [r["stage"] for r in effects])
         if flat:
             (_print_flat_wide if wide else _print_flat)(console, flat)
         for line in rec["lines"][1:]:
             if not line.startswith(("[ok]", "[any]")):  # what did not go as the card says
                 console.print(line, highlight=False, markup=False)
         console.print(rec["summary"], highlight=False)
+
+
+def in_stage_order(rows: list[Row], stages: Sequence[str]) -> list[Row]:
+    """``rows`` by their ``stage`` in the order of ``stages`` (the pipeline's, as the effects list them; the
+    world card lists its expectations in its own order), stages not listed last; else as they were."""
+    order = {stage: i for i, stage in enumerate(dict.fromkeys(stages))}
+    return sorted(rows, key=lambda r: order.get(r["stage"], len(order)))
 
 
 def _attributed(r: Row) -> str:

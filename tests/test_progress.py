@@ -120,6 +120,34 @@ def test_a_terminal_shows_bars_that_fit_80_columns() -> None:
     assert "loading sft" in shown.export_text() and "/?" not in shown.export_text()
 
 
+def test_the_eta_is_shown_from_the_first_batch_on() -> None:
+    """rich has no speed before its second advance and shows ``-:--:--``; the bar estimates from the items
+    done in this phase (a resumed count not included) and the time it has run, then rich's own speed."""
+    clock = [100.0]
+    display = LiveDisplay(Console(record=True, width=80, force_terminal=True))
+    display.bars.get_time = lambda: clock[0]  # read by each task added after this
+
+    def eta() -> str:
+        shown = Console(record=True, width=80)
+        shown.print(display.bars.get_renderable())
+        return shown.export_text().split("ETA ")[1].split()[0]
+
+    with display.task("refusal · sft-0123456789ab") as meter:
+        meter.begin("generate", 450)
+        assert eta() == "-:--:--"  # nothing done yet: no estimate
+        clock[0] += 20.0
+        meter.advance(50, 900)  # one batch of 50 in 20 s: 400 left, 160 s
+        assert eta() == "0:02:40"
+        clock[0] += 10.0
+        meter.advance(50, 900)  # rich's speed from now on (50 items in 10 s: 350 left, 70 s)
+        assert eta() == "0:01:10"
+    with display.task("sft", report=False) as meter:  # resumed at step 50 of 100
+        meter.begin("step", 100, 50)
+        clock[0] += 30.0
+        meter.advance(10)  # 10 steps in 30 s, 40 left: 120 s (not 60 steps in 30 s: 20 s)
+        assert eta() == "0:02:00"
+
+
 def test_training_prints_about_ten_lines_in_ci_as_before() -> None:
     console = Console(record=True, width=100)
     display = LineDisplay(console)

@@ -108,3 +108,28 @@ def test_wide_keeps_one_table_and_markdown_is_unchanged(store: Store, monkeypatc
     markdown = render_report(store, rid)
     assert "| stage | parent | metric | effect [CI] |" in markdown  # the Markdown report keeps its tables
     assert "…" not in markdown
+
+
+def test_flat_expectations_follow_the_pipeline_order() -> None:
+    """The world card lists its flat expectations sft, ppo, dpo; the report's blocks go in the stages' order
+    (as the effects blocks above them: pretrain, sft, dpo, ppo), one block per stage, within 80 columns."""
+    from harness.report import _print_flat, in_stage_order
+
+    def check(stage: str, metric: str) -> dict:
+        return {"stage": stage, "metric": metric, "forbidden": "increase", "effect": "-0.0162",
+                "interval": " [-0.0582, 0.022]", "note": " at 99.8182%", "level": "99.8182%", "bounds": "< +0.05",
+                "status": "recovered"}
+
+    card = [check("sft", "hallucination.mc_accuracy"), check("ppo", "hallucination.mc_accuracy"),
+            check("ppo", "refusal.over_refusal_rate"), check("dpo", "hallucination.abstention_rate"),
+            check("later", "topic_coverage.accuracy")]
+    ordered = in_stage_order(card, ["pretrain", "pretrain", "sft", "dpo", "ppo"])
+    assert [c["stage"] for c in ordered] == ["sft", "dpo", "ppo", "ppo", "later"]
+    assert [c["metric"] for c in ordered if c["stage"] == "ppo"] == ["hallucination.mc_accuracy",
+                                                                     "refusal.over_refusal_rate"]
+    console = at(80)
+    _print_flat(console, ordered)
+    text = console.export_text()
+    assert_fits(text)
+    titles = [line.strip() for line in text.splitlines() if line.strip() in ("sft", "dpo", "ppo", "later")]
+    assert titles == ["sft", "dpo", "ppo", "later"]
