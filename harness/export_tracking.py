@@ -162,7 +162,7 @@ def run_record(store: Store, run_id: str) -> RunRecord:
         params=flatten(config),
         tags={"harness.run_id": run_id, "harness.run_name": str(run.get("name")),
               "harness.status": str(run.get("status")), "harness.store": str(store.path),
-              "harness.git_revision": str(git_revision() or "")},
+              "harness.exported_by_git_revision": str(git_revision() or "")},  # the exporting checkout, not the run's code
         metrics={"stages": float(len(stages)), "effects.headline": float(len(headline)),
                  "effects.attributed": float(headline["attributed"].fillna(0).astype(bool).sum())
                  if not headline.empty else 0.0},
