@@ -46,15 +46,18 @@ def _assert_ppo_flagged(rec: dict) -> None:
     assert flag.get("flagged"), f"ppo not flagged for reward hacking: {flag.get('reason')}"
 
 
-def _assert_all_recovered(rec: dict) -> None:
+def _assert_all_recovered(rec: dict, conclusive: bool = False) -> None:
     """Every planted (directional) effect found, no flat check contradicted, nothing unplanted
     attributed. A flat check the suite cannot show flat (its interval wider than ± the minimum
-    effect) is `inconclusive`: printed, counted apart, never as recovered."""
+    effect) is `inconclusive`: printed, counted apart, never as recovered; with ``conclusive``
+    (the default config, whose suites are sized for it) none may be."""
     report = "\n".join(rec["lines"])
-    directional = [c for c in rec["checks"] if c["direction"] in ("up", "down")]
+    directional = [c for c in rec["checks"] if c["direction"] in ("increase", "decrease")]
     assert directional and all(c["status"] == "recovered" for c in directional), report
     assert rec["missed"] == 0, report
     assert rec["unplanted_attributed"] == 0, report
+    if conclusive:
+        assert rec["inconclusive"] == 0 and rec["recovered"] == rec["expected"], report
 
 
 def _line(rec: dict, stage: str, metric: str) -> str:
@@ -85,7 +88,7 @@ def default_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_default_world_recovers_every_planted_cause(default_dir: Path) -> None:
     rec = _run("default", default_dir)
-    _assert_all_recovered(rec)
+    _assert_all_recovered(rec, conclusive=True)
     assert _line(rec, "ppo", "verbosity.mean_tokens").startswith("[ok]")
     assert _line(rec, "ppo", "refusal.harmful_refusal_rate").startswith("[ok]")
     _assert_ppo_flagged(rec)
@@ -97,7 +100,7 @@ def test_default_config_recovers_every_planted_cause_on_other_world_seeds(defaul
     """The planted causes are a property of the config, not of the seed it was calibrated on
     (world seed 0 is the test above): another world and training seed, the same verdicts."""
     rec = _run("default", default_dir, f"world.seed={seed}", f"seed={seed}")
-    _assert_all_recovered(rec)
+    _assert_all_recovered(rec, conclusive=True)
     assert _line(rec, "ppo", "verbosity.mean_tokens").startswith("[ok]")
     _assert_ppo_flagged(rec)
 
@@ -106,7 +109,7 @@ def test_default_config_recovers_every_planted_cause_on_other_world_seeds(defaul
 @pytest.mark.parametrize("seed", [0, 1])
 def test_null_control_attributes_no_verbosity_increase_to_ppo(default_dir: Path, seed: int) -> None:
     rec = _run("default", default_dir, "world.annotator_length_bias=0", f"seed={seed}")
-    _assert_all_recovered(rec)
+    _assert_all_recovered(rec, conclusive=True)
     line = _line(rec, "ppo", "verbosity.mean_tokens")
     assert "expected flat" in line, line
 
