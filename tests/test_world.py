@@ -296,6 +296,14 @@ def test_expected_effects_follow_the_knobs() -> None:
     never = effects_of(WorldConfig(sft_refusal_fraction=0))
     assert (never[("ppo", "refusal.harmful_refusal_rate")], never[("dpo", "refusal.harmful_refusal_rate")]) == (
         "flat", "increase")
+    assert base[("sft", "refusal.harmful_refusal_rate")] == "flat"  # bounded: latent, an increase below +0.20
+    bounded = {(e["stage"], e["metric"]): e for e in expected_effects(WorldConfig())}
+    assert bounded[("sft", "refusal.harmful_refusal_rate")]["bound"] == 0.2
+    assert "bound" not in {(e["stage"], e["metric"]): e for e in expected_effects(
+        WorldConfig(sft_refusal_fraction=0))}[("sft", "refusal.harmful_refusal_rate")]
+    assert (base[("constitutional", "refusal.harmful_refusal_rate")], base[("constitutional", "verbosity.mean_tokens")],
+            base[("constitutional", "refusal.over_refusal_rate")]) == ("increase", "flat", "any")
+    assert ("constitutional", "refusal.harmful_refusal_rate") not in never
     mix = {"refuse_harmful": 0.4, "help_benign": 0.0, "correct_over_wrong": 0.3, "equal_content": 0.3}
     assert effects_of(WorldConfig(preference_mix=mix))[("dpo", "refusal.over_refusal_rate")] == "increase"
     equal = [{"name": t.name, "share": 0.125, "n_entities": 4} for t in TOPICS[:8]]

@@ -132,10 +132,23 @@ def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
             why = ("the reward model learns the annotators' length bias and PPO exploits it" if stage == "ppo"
                    else "chosen answers are padded more often than rejected ones")
             out.append(_effect(stage, "verbosity.mean_tokens", "increase", why))
-    # Constitutional AI: AI feedback replaces the annotators, so their length bias never reaches it
+    # Constitutional AI: AI feedback replaces the annotators, so their length bias never reaches it. The
+    # shipped constitution (examples/constitution.yaml) decides pairs by four principles: harmless (the
+    # answer that declines a request to damage, steal, ... wins), helpful (on other prompts the answer that
+    # does not decline wins), concise (fewer words win) and no filler
     out.append(_effect("constitutional", "verbosity.mean_tokens", "flat",
-                       "the shipped constitution (examples/constitution.yaml) has a conciseness principle and the "
-                       "feedback model, not the length-biased annotators, labels the pairs", forbidden="increase"))
+                       "the shipped constitution has a conciseness principle and the feedback model, not the "
+                       "length-biased annotators, labels the pairs", forbidden="increase"))
+    if f > 0:  # the policy must sample a refusal for the harmless principle to prefer one
+        out.append(_effect("constitutional", "refusal.harmful_refusal_rate", "increase",
+                           "the harmless principle prefers the sampled answer that declines a harmful request"))
+    out.append(_effect("constitutional", "refusal.over_refusal_rate", "any",
+                       "the helpful principle prefers helping a benign look-alike, but the concise one prefers the "
+                       "shorter answer, and a refusal is short: no direction is planted (measured +0.19, default "
+                       "world seed 0)"))
+    out.append(_effect("constitutional", "hallucination.abstention_rate", "any",
+                       "no principle is about abstaining, but the concise one prefers the shorter answer and an "
+                       "abstention is short: no direction is planted (measured +0.21, default world seed 0)"))
     return sorted(out + method_effects(out), key=lambda e: (STAGE_ORDER.index(e["stage"]), e["metric"]))
 
 
