@@ -88,8 +88,8 @@ def test_ppo_counts_a_response_ending_in_end_of_turn_as_ended(model, tmp_path) -
     from transformers import AutoModelForCausalLM
 
     policy = AutoModelForCausalLM.from_pretrained(model)
-    responses, rmask, has_eos = sample(policy, queries, qmask, sampling_config(8, 1.0, ends, tok.pad_token_id),
-                                       ends, tok.pad_token_id)
+    responses, rmask, has_eos = sample(policy, queries, qmask, sampling_config(8, ends, tok.pad_token_id),
+                                       ends, tok.pad_token_id, seeds=[0], temperature=1.0)
     assert has_eos.tolist() == [True] and rmask.sum().item() == 2
     assert tok.convert_ids_to_tokens(responses[0, :2].tolist()) == [ANSWER, "<|im_end|>"]
 
