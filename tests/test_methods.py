@@ -155,7 +155,8 @@ def test_configs_are_strict_and_documented() -> None:
     assert {s.kind for s in cfg.stages} >= {"ppo", "dpo", *METHODS}
     # the default run's stages unchanged, so both share checkpoints in one output_dir
     assert cfg.model == default.model and cfg.world == default.world and cfg.suites == default.suites
-    assert [s for s in cfg.stages if s.kind not in METHODS] == default.stages
+    assert [s for s in cfg.stages if s.kind not in (*METHODS, "constitutional")] == default.stages
+    assert [s.from_ for s in cfg.stages if s.kind == "constitutional"] == ["sft"]
     for spec in cfg.stages:
         stage_config(spec)
         if spec.kind in METHODS:
