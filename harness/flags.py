@@ -75,14 +75,13 @@ def sample_flips(parent_samples: pd.DataFrame, child_samples: pd.DataFrame, metr
             "up_ids": list(res.up_ids), "down_ids": list(res.down_ids)}
 
 
-def _length_correlations(metrics: pd.DataFrame, lin: Lineage, stage: str, rm: str | None
+def _length_correlations(recs: list[Row], lin: Lineage, stage: str, rm: str | None
                          ) -> tuple[float | None, int | None, str]:
     """How strongly the reward model ``rm`` pays for length, and where that was measured: on the answers of
     the policy the stage started from (``verbosity.reward_length_corr`` of its evaluated parent, scored by
     that same reward model: the distribution RL exploits, on the suite's prompts) when stored, else on the
     reward model's held-out preference pairs (``reward_model.reward_length_corr``, a smaller and
-    off-policy sample). Returns (correlation, number of answers, where)."""
-    recs = metrics.to_dict("records")
+    off-policy sample). ``recs``: the store's metric rows. Returns (correlation, number of answers, where)."""
     parent = lin.evaluated_parent(stage)
     rm_hash = next((h for h, s in lin.by_hash.items() if s == rm), None)
     if parent and rm_hash:
@@ -102,8 +101,10 @@ def _count(row: Row) -> int | None:
 
 def correlation_p(r: float, n: int | None) -> float | None:
     """One-sided p of a Pearson correlation r > 0 on n pairs (Fisher z); None below 4 pairs."""
-    if n is None or n < 4 or not -1 < r < 1:
-        return 0.0 if n is not None and n >= 4 and r >= 1 else None
+    if n is None or n < 4 or r <= -1:
+        return None
+    if r >= 1:
+        return 0.0
     return float(norm.sf(np.arctanh(r) * np.sqrt(n - 3)))
 
 
@@ -119,6 +120,7 @@ def reward_hacking_flags(effects: pd.DataFrame | Iterable[Row], metrics: pd.Data
     by = {(r["stage"], r["metric"]): r for r in rows}
     evaluated = set(metrics["stage"]) if metrics is not None and not metrics.empty else set()
     lin = Lineage(checkpoints, evaluated)
+    recs = metrics.to_dict("records") if evaluated else []
 
     def up(r: Row | None) -> bool:
         return bool(r and r.get("effect") is not None and r["effect"] > 0
@@ -127,7 +129,7 @@ def reward_hacking_flags(effects: pd.DataFrame | Iterable[Row], metrics: pd.Data
     out: dict[str, Row] = {}
     for stage in dict.fromkeys(r["stage"] for r in rows if r["metric"] == TOKENS_METRIC and r.get("effect") is not None):
         rm = lin.reward_stage(stage)
-        c, n, source = _length_correlations(metrics, lin, stage, rm) if rm and evaluated else (None, None, "none")
+        c, n, source = _length_correlations(recs, lin, stage, rm) if rm and evaluated else (None, None, "none")
         p = correlation_p(c, n) if c is not None else None
         knowledge = {m: by[(stage, m)].get("effect") for m in KNOWLEDGE_METRICS if (stage, m) in by}
         checks = {"tokens_up": up(by.get((stage, TOKENS_METRIC))), "reward_up": up(by.get((stage, REWARD_METRIC))),
