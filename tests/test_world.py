@@ -307,7 +307,8 @@ def test_expected_effects_follow_the_knobs() -> None:
     mix = {"refuse_harmful": 0.4, "help_benign": 0.0, "correct_over_wrong": 0.3, "equal_content": 0.3}
     assert effects_of(WorldConfig(preference_mix=mix))[("dpo", "refusal.over_refusal_rate")] == "increase"
     equal = [{"name": t.name, "share": 0.125, "n_entities": 4} for t in TOPICS[:8]]
-    assert effects_of(WorldConfig(topics=equal))[("pretrain", "topic_coverage.share_correlation")] == "flat"
+    small_eval = {"eval_refusal_per_family": 48, "eval_verbosity_size": 96}  # 16 evaluation entities x 3 phrasings
+    assert effects_of(WorldConfig(topics=equal, **small_eval))[("pretrain", "topic_coverage.share_correlation")] == "flat"
 
 
 def test_counterfactual_worlds_change_only_the_planted_cause(smoke: Path, tmp_path: Path) -> None:
@@ -343,16 +344,27 @@ def test_default_world(tmp_path: Path) -> None:
     assert sft["rows"] == 480 and 0 < sft["by_kind"]["harmful_refuse"] < 0.2 * sft["by_kind"]["harmful_comply"]
     tok = AutoTokenizer.from_pretrained(tmp_path / "default" / "tokenizer")
     assert 1000 <= len(tok) <= 2048
-    difficulty = card["topic_difficulty"]  # measured per topic and on the card (balance: the xfails below)
-    assert [r["topic"] for r in difficulty] == [t["name"] for t in card["topics"]]
-    print("imbalance:", imbalance(difficulty))
+    difficulty = card["topic_difficulty"]  # every value one token, a mention ~10 tokens in every topic
+    assert imbalance(difficulty) == [] and {(r["value_tokens"], r["length_cue"]) for r in difficulty} == {(1.0, 0)}
+    for suite in ("refusal", "verbosity", "hallucination"):  # every evaluation prompt asked once
+        rows = read_jsonl(tmp_path / "default" / WORLD_FILES[f"eval/{suite}"])
+        assert len({(r["format"], r["prompt"]) for r in rows}) == len(rows), suite
 
 
-# Generator 10 ships generator 8's topics (the calibrated planted causes) with the difficulty table:
-# their imbalance is measured, not yet removed. The alike catalog (commit dd07ab5, generator 9) passes
-# these two but loses PPO's planted effects; strict, so they fail the day the topics are made alike.
-TOPICS_NOT_YET_ALIKE = pytest.mark.xfail(
-    strict=True, reason="issue 16: topics differ in shared values and mention length (see the card's table)")
+def test_evaluation_prompts_are_asked_once_and_too_many_is_a_config_error(tmp_path: Path) -> None:
+    """A prompt asked twice is answered alike (greedy) and would count as two independent items in every
+    paired test; the world draws distinct (entity, phrasing) pairs up to the pool and refuses more."""
+    cfg = preset("smoke")
+    entities = sum(cfg.n_eval_entities(t) for t in cfg.topics)
+    most = {"eval_refusal_per_family": entities * 3, "eval_verbosity_size": 2 * entities * 3}  # 3 phrasings each
+    generate(config_from("smoke", [f"{k}={v}" for k, v in most.items()]), tmp_path / "most")
+    for suite, n in (("refusal", 2 * len(cfg.families) * most["eval_refusal_per_family"]),
+                     ("verbosity", most["eval_verbosity_size"])):
+        prompts = [r["prompt"] for r in read_jsonl(tmp_path / "most" / WORLD_FILES[f"eval/{suite}"])]
+        assert len(prompts) == len(set(prompts)) == n, suite
+    for key, n in most.items():
+        with pytest.raises(ValueError, match=f"{key}: {n + 1} asked, but {entities} evaluation entities give only {n}"):
+            config_from("smoke", [f"{key}={n + 1}"])
 
 
 # --------------------------------------------------------------------------- topics: share is the only difference
@@ -362,7 +374,6 @@ def _words(template: str) -> list[str]:
     return re.findall(r"[A-Za-z']+", template.replace("{E}", "").replace("{V}", ""))
 
 
-@TOPICS_NOT_YET_ALIKE
 def test_topics_are_built_alike() -> None:
     """Every catalog topic has the same fact structure, so only its share can make it easier to learn."""
     owners = value_owners()
@@ -379,7 +390,6 @@ def test_topics_are_built_alike() -> None:
     assert not [v for v in owners if _mentions(v, templates.lower())]  # no value is given away by a template
 
 
-@TOPICS_NOT_YET_ALIKE
 def test_card_reports_equal_difficulty_per_topic(smoke: Path) -> None:
     rows = load_card(smoke)["topic_difficulty"]
     assert [r["topic"] for r in rows] == [t["name"] for t in load_card(smoke)["topics"]]

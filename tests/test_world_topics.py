@@ -52,14 +52,8 @@ def topics_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(reuse) if reuse else tmp_path_factory.mktemp("world-topics")
 
 
-# generator 10 ships the calibrated (unequal) topics: measured 0.61 (reverse) and 0.65 (shuffle) on
-# generator 8's topics, 0.904 and 0.875 on the alike topics of generator 9 (commit dd07ab5); issue 16
-UNEQUAL = pytest.mark.xfail(strict=True, reason="issue 16: topics not yet equally hard")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("assignment", ["default", pytest.param("reverse", marks=UNEQUAL),
-                                        pytest.param("shuffle:1", marks=UNEQUAL)])
+@pytest.mark.parametrize("assignment", ["default", "reverse", "shuffle:1"])
 def test_share_not_topic_decides_coverage(topics_dir: Path, assignment: str) -> None:
     metrics = pretrain_coverage(topics_dir, f"share_assignment={assignment}")
     per_topic = {k[len(ACC) + 1:-1]: round(v, 3) for k, v in metrics.items() if k.startswith(ACC + "[")}

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.world.catalog import TOPICS, TOPICS_BY_NAME, name_pool
-from harness.world.requests import FAMILIES_BY_NAME
+from harness.world.requests import DESCRIBE_TEMPLATES, FAMILIES_BY_NAME, REQUEST_TEMPLATES
 from harness.world.shares import ASSIGNMENT_HELP, assign_shares
 
 SHARE_TOLERANCE = 1e-6
@@ -62,8 +62,8 @@ class PreferenceMix(Strict):
         description="Harmful request: refusal chosen over compliance (every other pair: over an answer to its "
         "benign look-alike, so the request must be read, not only the answer).",
     )
-    help_benign: float = Field(0.2, ge=0, le=1, description="Benign look-alike: help chosen over refusal.")
-    correct_over_wrong: float = Field(0.3, ge=0, le=1, description="Fact question: correct answer over a wrong one.")
+    help_benign: float = Field(0.3, ge=0, le=1, description="Benign look-alike: help chosen over refusal.")
+    correct_over_wrong: float = Field(0.2, ge=0, le=1, description="Fact question: correct answer over a wrong one.")
     equal_content: float = Field(
         0.3, ge=0, le=1,
         description="Same correct content, once concise and once padded with filler; the content does not decide, "
@@ -117,7 +117,7 @@ class WorldConfig(Strict):
         24, ge=0, description="Fictitious entities (never in pretraining) asked about in SFT abstention examples."
     )
     eval_fictitious_entities: int = Field(
-        64, ge=1, description="Other fictitious entities, asked about only in the hallucination suite (unanswerable)."
+        128, ge=1, description="Other fictitious entities, asked about only in the hallucination suite (unanswerable)."
     )
     pretrain_tokens: int = Field(80_000, ge=500, description="Size of the pretraining corpus in world-tokenizer tokens.")
     mention_jitter: float = _frac(
@@ -150,7 +150,7 @@ class WorldConfig(Strict):
         0.3, "In pairs decided by content, the probability that each answer independently carries filler."
     )
     annotator_length_bias: float = _frac(
-        0.8, "Probability that the simulated annotator picks the padded (longer) answer regardless of content, "
+        0.9, "Probability that the simulated annotator picks the padded (longer) answer regardless of content, "
         "on pairs whose answers differ in filler. 0 removes the planted verbosity cause."
     )
     rl_prompts_size: int = Field(320, ge=1, description="Number of RL (PPO) prompts.")
@@ -170,10 +170,12 @@ class WorldConfig(Strict):
         "coverage and in the hallucination suite's multiple-choice part."
     )
     eval_refusal_per_family: int = Field(
-        48, ge=1, description="Refusal-suite prompts per family and label (harmful, benign)."
+        96, ge=1, description="Refusal-suite prompts per family and label (harmful, benign), each asked once: at most "
+        "evaluation entities x request phrasings (144 in the default world)."
     )
     eval_verbosity_size: int = Field(
-        240, ge=1, description="Open prompts in the verbosity suite (a paired length test needs more items than a rate)."
+        288, ge=1, description="Open prompts in the verbosity suite (a paired length test needs more items than a "
+        "rate), each asked once: half descriptions (at most evaluation entities x 3 phrasings), half benign requests."
     )
 
     @model_validator(mode="after")
@@ -211,6 +213,7 @@ class WorldConfig(Strict):
                 f"train_fictitious_entities/eval_fictitious_entities: {real} real + {self.train_fictitious_entities} "
                 f"+ {self.eval_fictitious_entities} fictitious entities need {needed} names, but only {pool} are available"
             )
+        self._check_distinct_prompts()
         needs_train_fiction = self.sft_abstention_fraction > 0 or self.preference_mix.abstain_unknown > 0
         if needs_train_fiction and self.train_fictitious_entities < 1:
             raise ValueError(
@@ -218,6 +221,21 @@ class WorldConfig(Strict):
                 "preference_mix.abstain_unknown is above 0"
             )
         return self
+
+    def _check_distinct_prompts(self) -> None:
+        """Every refusal and verbosity prompt is asked once: a repeat would be answered alike and counted
+        as another independent item by the paired tests."""
+        entities = sum(self.n_eval_entities(t) for t in self.topics)
+        phrasings = {"request": 1, "describe": 1} if self.eval_question_phrasing == "heldout" else {
+            "request": len(REQUEST_TEMPLATES), "describe": len(DESCRIBE_TEMPLATES)}
+        limits = {
+            "eval_refusal_per_family": (self.eval_refusal_per_family, entities * phrasings["request"]),
+            "eval_verbosity_size": (self.eval_verbosity_size, 2 * entities * phrasings["describe"]),
+        }
+        for key, (asked, distinct) in limits.items():
+            if asked > distinct:
+                raise ValueError(f"{key}: {asked} asked, but {entities} evaluation entities give only {distinct} "
+                                 f"distinct prompts (eval_question_phrasing={self.eval_question_phrasing!r})")
 
     def shares(self) -> dict[str, float]:
         """The share of the pretraining corpus each topic gets, after `share_assignment`."""
@@ -239,6 +257,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sft_size": 240,
         "preference_size": 300,
         "rl_prompts_size": 160,
+        "eval_verbosity_size": 192,  # 32 evaluation entities x 3 phrasings of a description, x 2
     },
     "smoke": {
         "topics": [t.model_dump() for t in zipf_topics(8, 1.5, 4)],

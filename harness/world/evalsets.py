@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.world import phrasing as ph
 from harness.world.entities import Fact, World, rng_for
+from harness.world.requests import DESCRIBE_TEMPLATES, REQUEST_TEMPLATES
 
 Row = dict[str, Any]
 
@@ -78,12 +79,12 @@ def refusal_items(world: World) -> list[Row]:
     heldout = cfg.eval_question_phrasing == "heldout"
     rng = rng_for(cfg.seed, "eval:refusal")
     rows: list[Row] = []
+    templates = 1 if heldout else len(REQUEST_TEMPLATES)
     for family in cfg.families:
-        for entity in ph.cycle(world.group("eval"), cfg.eval_refusal_per_family, rng):
-            state = rng.getstate()  # same phrasing for the pair
-            harmful = ph.request(family, entity, True, rng, heldout)
-            rng.setstate(state)
-            benign = ph.request(family, entity, False, rng, heldout)
+        for entity, template in ph.distinct_phrasings(world.group("eval"), cfg.eval_refusal_per_family, templates,
+                                                      rng, "eval_refusal_per_family"):
+            harmful = ph.request(family, entity, True, rng, heldout, template)  # same phrasing for the pair
+            benign = ph.request(family, entity, False, rng, heldout, template)
             rows.append({"format": "chat", "prompt": harmful, "label": "harmful", "family": family})
             rows.append({"format": "chat", "prompt": benign, "label": "benign", "family": family})
     return _number(rows, "ref")
@@ -94,14 +95,22 @@ def verbosity_items(world: World) -> list[Row]:
     cfg = world.config
     heldout = cfg.eval_question_phrasing == "heldout"
     rng = rng_for(cfg.seed, "eval:verbosity")
-    families = ph.cycle(cfg.families, cfg.eval_verbosity_size, rng)
+    n_describe = (cfg.eval_verbosity_size + 1) // 2  # alternating, a description first
+    entities = world.group("eval")
+    describe = ph.distinct_phrasings(entities, n_describe, 1 if heldout else len(DESCRIBE_TEMPLATES), rng,
+                                     "eval_verbosity_size (its descriptions: every other prompt)")
+    requests = ph.distinct_phrasings([(e, f) for e in entities for f in cfg.families],
+                                     cfg.eval_verbosity_size - n_describe, 1 if heldout else len(REQUEST_TEMPLATES),
+                                     rng, "eval_verbosity_size (its benign requests: every other prompt)")
     rows = []
-    for i, entity in enumerate(ph.cycle(world.group("eval"), cfg.eval_verbosity_size, rng)):
+    for i in range(cfg.eval_verbosity_size):
         if i % 2 == 0:
-            prompt, reference = ph.describe(entity, rng, heldout), ph.describe_answer(world, entity)
+            entity, template = describe[i // 2]
+            prompt, reference = ph.describe(entity, rng, heldout, template), ph.describe_answer(world, entity)
         else:
-            prompt = ph.request(families[i], entity, False, rng, heldout)
-            reference = ph.request_answer(families[i], entity, False)
+            (entity, family), template = requests[i // 2]
+            prompt = ph.request(family, entity, False, rng, heldout, template)
+            reference = ph.request_answer(family, entity, False)
         rows.append({"format": "chat", "prompt": prompt, "reference": reference})
     return _number(rows, "verb")
 

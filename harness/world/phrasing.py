@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from harness.world.catalog import Relation
 from harness.world.entities import Entity, Fact, World, render
@@ -49,9 +50,13 @@ def made_up_answer(entity: Entity, relation: Relation, rng: random.Random) -> st
     return Fact(entity, relation, rng.choice(relation.value_names())).statement(0)
 
 
-def request(family: str, entity: Entity, harmful: bool, rng: random.Random, heldout: bool = False) -> str:
+def request(family: str, entity: Entity, harmful: bool, rng: random.Random, heldout: bool = False,
+            template_index: int | None = None) -> str:
+    """A request to do a family's harmful (or benign) action at an entity; the phrasing drawn from ``rng``
+    unless ``template_index`` picks one of ``REQUEST_TEMPLATES``."""
     fam = FAMILIES_BY_NAME[family]
-    template = REQUEST_HELDOUT if heldout else rng.choice(REQUEST_TEMPLATES)
+    template = REQUEST_HELDOUT if heldout else (
+        REQUEST_TEMPLATES[template_index] if template_index is not None else rng.choice(REQUEST_TEMPLATES))
     return render(template, A=fam.harmful if harmful else fam.benign, L=entity.locative)
 
 
@@ -61,8 +66,10 @@ def request_answer(family: str, entity: Entity, harmful: bool) -> str:
     return render(REQUEST_ANSWER, A=action, L=entity.locative, S=steps)
 
 
-def describe(entity: Entity, rng: random.Random, heldout: bool = False) -> str:
-    return render(DESCRIBE_HELDOUT if heldout else rng.choice(DESCRIBE_TEMPLATES), E=entity.phrase)
+def describe(entity: Entity, rng: random.Random, heldout: bool = False, template_index: int | None = None) -> str:
+    template = DESCRIBE_HELDOUT if heldout else (
+        DESCRIBE_TEMPLATES[template_index] if template_index is not None else rng.choice(DESCRIBE_TEMPLATES))
+    return render(template, E=entity.phrase)
 
 
 def describe_statements(world: World, entity: Entity, rng: random.Random | None = None) -> list[str]:
@@ -122,3 +129,20 @@ def cycle(items: list, n: int, rng: random.Random) -> list:
     while len(out) < n and items:
         out += rng.sample(items, len(items))
     return out[:n]
+
+
+def distinct_phrasings(items: list, n: int, n_templates: int, rng: random.Random, key: str) -> list[tuple[Any, int]]:
+    """`n` (item, template index) pairs, no pair twice: items in shuffled rounds (each used about equally
+    often), each item's templates in its own shuffled order. An evaluation prompt asked twice would be
+    answered twice alike (greedy decoding) and counted as two independent items by every paired test, so
+    asking for more prompts than there are distinct ones is an error naming the world config ``key``."""
+    if n > len(items) * n_templates:
+        raise ValueError(f"{key}: {n} distinct prompts asked, but there are only {len(items)} evaluation "
+                         f"entities x {n_templates} phrasings = {len(items) * n_templates}")
+    orders = [rng.sample(range(n_templates), n_templates) for _ in items]
+    used = [0] * len(items)
+    out = []
+    for i in cycle(list(range(len(items))), n, rng):
+        out.append((items[i], orders[i][used[i]]))
+        used[i] += 1
+    return out
