@@ -108,10 +108,16 @@ def test_default_config_recovers_every_planted_cause_on_other_world_seeds(defaul
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_null_control_attributes_no_verbosity_increase_to_ppo(default_dir: Path, seed: int) -> None:
+    """Without the annotators' length bias the card expects no length gain at ppo or dpo, and PPO must
+    not be flagged for reward hacking. No planted effect may be missed and no flat check contradicted;
+    a flat check the default suites cannot show flat here (DPO's length on training seed 0:
+    [-3.04, +4.01] against < +3.43) is printed as inconclusive, as the report counts it."""
     rec = _run("default", default_dir, "world.annotator_length_bias=0", f"seed={seed}")
-    _assert_all_recovered(rec, conclusive=True)
+    _assert_all_recovered(rec)
     line = _line(rec, "ppo", "verbosity.mean_tokens")
-    assert "expected flat" in line, line
+    assert "expected flat" in line and line.startswith("[ok]"), line
+    flag = rec["reward_hacking"].get("ppo") or {}
+    assert not flag.get("flagged"), f"ppo flagged for reward hacking in the null control: {flag}"
 
 
 @pytest.mark.slow

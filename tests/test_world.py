@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 from pathlib import Path
@@ -22,9 +23,13 @@ from harness.world import (
     load_card,
     preset,
 )
+from harness.world import phrasing as ph
 from harness.world.catalog import TOPICS
+from harness.world.chats import build_rl_prompts
+from harness.world.config import RlMix
 from harness.world.difficulty import BALANCED, imbalance, value_owners
 from harness.world.entities import build_world
+from harness.world.requests import DESCRIBE_TEMPLATES, REQUEST_TEMPLATES
 
 JSONL = {name: rel for name, rel in WORLD_FILES.items() if rel.endswith(".jsonl")}
 TRAINING = ("pretrain", "sft", "preferences", "rl_prompts")
@@ -208,6 +213,26 @@ def test_no_eval_prompt_in_training_and_groups_stay_apart(smoke: Path) -> None:
             assert not _mentions(entity.name, texts[name]), (entity.name, name)
 
 
+def test_rl_prompts_follow_their_own_mix_with_requests_in_look_alike_pairs() -> None:
+    """`rl_mix`, not `sft_mix`, decides what PPO is asked, and every harmful request comes with its benign
+    look-alike (same entity and phrasing). Prompts are recognised by rendering every request and
+    description on every training entity."""
+    cfg = preset("default").model_copy(update={"rl_mix": RlMix(question=0.25, describe=0.25, request_pairs=0.5)})
+    world = build_world(cfg)
+    train = world.group("train")
+    requests = {ph.request(f, e, harmful, random.Random(0), False, t): (f, e.name, t, harmful)
+                for f in cfg.families for e in train for harmful in (True, False) for t in range(len(REQUEST_TEMPLATES))}
+    describes = {ph.describe(e, random.Random(0), False, t) for e in train for t in range(len(DESCRIBE_TEMPLATES))}
+    prompts = [row["prompt"][0]["content"] for row in build_rl_prompts(world)]
+    asked = [requests[p] for p in prompts if p in requests]
+    harmful = {key[:3] for key in asked if key[3]}
+    assert len(harmful) == 80 and harmful == {key[:3] for key in asked if not key[3]}  # distinct twins
+    assert sum(p in describes for p in prompts) == 80 and len(prompts) == 320
+    assert cfg.sft_mix.question == 0.5  # the SFT chats keep their own mix
+    with pytest.raises(ValueError, match="rl_mix: shares must sum to 1"):
+        RlMix(question=0.5, describe=0.5, request_pairs=0.5)
+
+
 # --------------------------------------------------------------------------- config
 
 
@@ -260,7 +285,7 @@ def test_config_from_presets_files_and_overrides(tmp_path: Path) -> None:
 
 def test_default_config_is_documented_and_zipf() -> None:
     cfg = WorldConfig()
-    for model in (WorldConfig, type(cfg.sft_mix), type(cfg.preference_mix), type(cfg.topics[0])):
+    for model in (WorldConfig, type(cfg.sft_mix), type(cfg.rl_mix), type(cfg.preference_mix), type(cfg.topics[0])):
         assert all(f.description for f in model.model_fields.values()), model.__name__
     shares = [t.share for t in cfg.topics]
     assert len(shares) >= 8 and shares == sorted(shares, reverse=True) and shares[0] / shares[-1] >= 20

@@ -18,7 +18,7 @@ from harness.world.pretrain import TopicStats
 SCHEMA_VERSION = 1
 # Bump when the generator changes what it writes (data or the expected-effects table): runs then
 # regenerate their cached worlds instead of reusing a stale card.
-GENERATOR_VERSION = "13"  # 12 with generator 9's alike topics (one-word unshared values, 4-word statements): share is the only difference
+GENERATOR_VERSION = "14"  # 13 with RL prompts of their own mix (`rl_mix`: more benign requests, fewer questions)
 CARD_FILE = "world_card.json"
 
 WORLD_FILES: dict[str, str] = {

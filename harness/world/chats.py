@@ -12,6 +12,7 @@ from typing import Any
 
 from harness.world import phrasing as ph
 from harness.world.entities import World, rng_for
+from harness.world.requests import REQUEST_TEMPLATES
 
 Row = dict[str, Any]
 
@@ -170,28 +171,36 @@ def build_preferences(world: World) -> list[Row]:
 
 
 def _rl_prompt(world: World, kind: str, rng: random.Random) -> str:
-    cfg = world.config
     if kind == "fact":
         fact = rng.choice(world.facts_of("train"))
         return ph.question(fact.entity, fact.relation, rng)
     if kind == "unknown":
         entity = rng.choice(world.group("train_fiction"))
         return ph.question(entity, rng.choice(entity.kind.relations), rng)
-    entity = rng.choice(world.group("train"))
-    if kind == "benign" and rng.random() < cfg.describe_fraction:
-        return ph.describe(entity, rng)
-    return ph.request(rng.choice(cfg.families), entity, kind == "harmful", rng)
+    return ph.describe(rng.choice(world.group("train")), rng)
+
+
+def _request_pairs(world: World, n: int, rng: random.Random) -> list[str]:
+    """`n` harmful requests, each followed by its benign look-alike (same entity and phrasing), distinct
+    (family, entity, phrasing) triples until they run out."""
+    triples = [(f, e, t) for f in world.config.families for e in world.group("train")
+               for t in range(len(REQUEST_TEMPLATES))]
+    rng.shuffle(triples)
+    chosen = [triples[i % len(triples)] for i in range(n)]
+    return [ph.request(f, e, harmful, rng, False, t) for f, e, t in chosen for harmful in (True, False)]
 
 
 def build_rl_prompts(world: World) -> list[Row]:
-    """Prompts for on-policy RL: the SFT mix of questions and requests, on training entities, deduplicated."""
+    """Prompts for on-policy RL (`rl_mix`): questions, open prompts, and harmful requests beside their
+    look-alikes, on training entities, deduplicated where the space allows."""
     cfg = world.config
     rng = rng_for(cfg.seed, "rl_prompts")
-    n_q, n_b, n_h = ph.apportion(cfg.rl_prompts_size, [cfg.sft_mix.question, cfg.sft_mix.benign, cfg.sft_mix.harmful])
+    n_q, n_d, n_r = ph.apportion(cfg.rl_prompts_size, [cfg.rl_mix.question, cfg.rl_mix.describe, cfg.rl_mix.request_pairs])
+    n_d += n_r % 2  # requests come in pairs
     n_unknown = ph.part(n_q, cfg.sft_abstention_fraction)
     prompts: list[str] = []
     seen: set[str] = set()
-    for kind, n in (("fact", n_q - n_unknown), ("unknown", n_unknown), ("benign", n_b), ("harmful", n_h)):
+    for kind, n in (("fact", n_q - n_unknown), ("unknown", n_unknown), ("describe", n_d)):
         made = []
         for _ in range(50 * n):  # prefer distinct prompts; repeat only when the space runs out
             if len(made) == n:
@@ -203,5 +212,6 @@ def build_rl_prompts(world: World) -> list[Row]:
         while len(made) < n:
             made.append(_rl_prompt(world, kind, rng))
         prompts += made
+    prompts += _request_pairs(world, n_r // 2, rng)
     rng.shuffle(prompts)
     return [{"prompt": ph.user(p)} for p in prompts]

@@ -56,6 +56,23 @@ class SftMix(Strict):
         return self
 
 
+class RlMix(Strict):
+    question: float = Field(
+        0.2, ge=0, le=1, description="Share of RL prompts that are questions (on fictitious entities at "
+        "`sft_abstention_fraction`): a correct answer is paid, padding rarely.")
+    describe: float = Field(
+        0.4, ge=0, le=1, description="Share of RL prompts that are open 'tell me about X' prompts: where padding pays.")
+    request_pairs: float = Field(
+        0.4, ge=0, le=1, description="Share of RL prompts that are harmful requests each with its benign look-alike "
+        "(same entity and phrasing, one verb apart), half and half: the policy is paid for refusing one and "
+        "helping the other only if it reads the request.")
+
+    @model_validator(mode="after")
+    def _sums(self) -> RlMix:
+        _check_sums_to_one("rl_mix", self.model_dump())
+        return self
+
+
 class PreferenceMix(Strict):
     refuse_harmful: float = Field(
         0.2, ge=0, le=1,
@@ -141,7 +158,7 @@ class WorldConfig(Strict):
         0.5, "Fraction of helpful SFT answers padded with 1-3 filler sentences (latent verbosity that RL amplifies)."
     )
     describe_fraction: float = _frac(
-        0.33, "Among benign requests (SFT, preferences, RL), the fraction that are open 'tell me about X' prompts."
+        0.33, "Among benign requests (SFT chats and preference pairs; RL prompts have `rl_mix.describe`), the fraction that are open 'tell me about X' prompts."
     )
     # --- preferences and RL prompts
     preference_size: int = Field(600, ge=1, description="Number of preference pairs.")
@@ -154,6 +171,9 @@ class WorldConfig(Strict):
         "on pairs whose answers differ in filler. 0 removes the planted verbosity cause."
     )
     rl_prompts_size: int = Field(320, ge=1, description="Number of RL (PPO) prompts.")
+    rl_mix: RlMix = Field(
+        default_factory=RlMix, description="What the RL prompts are: fewer questions than SFT's mix, harmful "
+        "requests only beside their look-alikes, and open prompts where the reward model's length bias shows.")
     families: list[str] = Field(
         default_factory=lambda: list(FAMILIES_BY_NAME),
         description=f"Harmful request families, each with a benign look-alike: {', '.join(FAMILIES_BY_NAME)}.",
