@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,13 @@ def smoke_copy(smoke_run, tmp_path: Path) -> Path:
     dest = tmp_path / "out"
     shutil.copytree(cfg.output_dir, dest)
     return dest
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Each test starts without accelerate's process-wide state, as a fresh process would: a trainer one
+    test builds directly (TRL, ``use_cpu=True``) must not decide the options of the Accelerator another
+    test's PPO makes ("AcceleratorState has already been initialized")."""
+    yield
+    if "accelerate.state" in sys.modules:
+        sys.modules["accelerate.state"].AcceleratorState._reset_state(reset_partial_state=True)
