@@ -375,3 +375,23 @@ def test_default_world_reward_model_learns_preferences_and_the_length_bias(tmp_p
     print({k: metrics[k] for k in ("heldout_pairs", "heldout_accuracy", "reward_length_corr", "heldout_longer_preferred")})
     assert metrics["heldout_accuracy"] >= 0.75, metrics
     assert metrics["reward_length_corr"] >= 0.3, metrics
+
+
+def test_cpu_threads_come_from_the_environment_or_the_cores_never_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread count changes the weights (floats summed in another order), so it must not depend on
+    how busy the machine happens to be: the same config and seed train the same checkpoint."""
+    from training.process import THREADS_ENV, cpu_threads
+
+    monkeypatch.setenv(THREADS_ENV, "3")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads() == (3, f"${THREADS_ENV}")
+    monkeypatch.delenv(THREADS_ENV)
+    assert cpu_threads() == (1, "$OMP_NUM_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(4)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    answers = set()
+    for load in (0.0, 3.5, 40.0):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        answers.add(cpu_threads())
+    assert answers == {(2, "4 usable cores / 2 local process(es)")}

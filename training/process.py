@@ -49,23 +49,21 @@ def distributed_metrics(config: Any) -> dict[str, Any]:
 
 
 def cpu_threads() -> tuple[int, str]:
-    """Torch threads on CPU and why: ``$HARNESS_TORCH_THREADS``, else usable cores / local processes, capped
-    by the whole cores the 1-minute load average leaves idle (our own process counted idle), at least 1.
+    """Torch threads on CPU and why: ``$HARNESS_TORCH_THREADS``, else ``$OMP_NUM_THREADS`` (the Makefile
+    exports 1), else usable cores / local processes; at least 1.
 
-    Measured on 2 cores, default world model: with one other busy process (load 3), 2 threads ran 18x
-    *slower* than 1 (260 vs 4,700 tokens/s; every parallel op waits for a descheduled thread); idle,
-    one thread per core is fastest. Thread count did not change the recorded losses (1 vs 2 threads).
+    Never the machine's load: 1 and 2 threads sum floats in another order, and the difference grows over
+    a run (the default pretraining's final loss 0.1954 with 2 threads, 0.1925 with 1), so a choice made
+    from the load average gave one config and seed different weights on an idle and a busy machine
+    (docs/calibration.md). On shared cores set one of the variables: measured on 2 cores with one
+    other busy process, 2 threads ran 18x slower than 1 (260 vs 4,700 tokens/s).
     """
-    if os.environ.get(THREADS_ENV):
-        return max(1, int(os.environ[THREADS_ENV])), f"${THREADS_ENV}"
+    for var in (THREADS_ENV, "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").strip():
+            return max(1, int(os.environ[var])), f"${var}"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    share = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return share, f"{cores} usable cores"
-    idle = max(1, int(cores - load + 1))  # floor: too many threads costs far more than too few
-    return min(share, idle), f"{cores} usable cores, 1-min load {load:.1f}"
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, cores // local), f"{cores} usable cores / {local} local process(es)"
 
 
 def prepare_process(seed: int) -> dict[str, Any]:
