@@ -10,9 +10,11 @@ Tests (``harness.core.paired``): exact McNemar for 0/1 outcomes, seeded sign-fli
 otherwise; Holm over every headline metric × stage. Intervals at the decision's level
 (``spec.intervals``; :func:`harness.core.paired.mean_diff_interval`). Decision rule:
 :data:`DECISION_RULE` and :func:`_decide`; minimum effects: :func:`min_effect_for`. A ``flat``
-expectation gets an equivalence test, TOST at alpha/k for the k flat expectations of the run
-(``details.tost``: the 1 − 2 alpha/k interval; ``details.equivalence``:
-:func:`harness.recovery.equivalence`), which :func:`harness.recovery.planted_recovery` counts.
+expectation gets an equivalence test: TOST against ± its minimum effect (or the card's bound), with
+Holm's step-down over the k flat expectations of the run (the i-th smallest TOST p tested at
+alpha/(k − i + 1); ``details.tost``: p, Holm-adjusted p and the interval at that level;
+``details.equivalence``: :func:`harness.recovery.equivalence`), which
+:func:`harness.recovery.planted_recovery` counts.
 Breakdowns (``metric[group]``) get raw p-values and 1 − alpha intervals, outside the Holm
 family, never attributed. Metrics without per-item outcomes (correlations): difference of
 stored values, no test, never attributed; ``details.descriptive_shift`` (``|effect| >= min
@@ -30,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.core import margin_tests
 from harness.core import paired as pt
 from harness.core.spec import AttributionSpec
 from harness.lineage import Lineage, expected_for, is_breakdown
@@ -45,8 +48,8 @@ DECISION_RULE = (
     "metrics without a natural unit, such as reward scores; the `attribution.min_effect` table for the others: "
     "{table}); (3) where the world card expects an increase or a decrease, the effect has that sign. "
     "Intervals are {intervals}. A `flat` expectation holds only when an equivalence test shows it: two "
-    "one-sided tests (TOST) against ± the minimum effect at alpha/k for the k flat expectations of the run "
-    "({tost}), i.e. that interval inside the bounds on the forbidden side(s); otherwise it is inconclusive "
+    "one-sided tests (TOST) against ± the minimum effect, Holm's step-down over the k flat expectations of "
+    "the run ({tost}), i.e. that interval inside the bounds on the forbidden side(s); otherwise it is inconclusive "
     "(not significant is not flat), or missed when an effect is attributed in a forbidden direction. Breakdowns (metric[group]) get raw p-values and 1 − alpha "
     "intervals and are never attributed; metrics without per-item outcomes get a difference only, never "
     "attributed.")
@@ -60,8 +63,8 @@ def decision_rule(spec: AttributionSpec | None = None) -> str:
     intervals = ("simultaneous: each headline effect's at 1 − alpha/m for the m tested effects (Bonferroni), "
                  "the level of the decision" if spec.intervals == "simultaneous"
                  else "per effect at 1 − alpha (not adjusted for multiplicity)")
-    tost = ("intervals at 1 − 2 alpha/k" if spec.intervals == "simultaneous"
-            else "intervals at 1 − 2 alpha, not adjusted for multiplicity")
+    tost = ("the i-th smallest TOST p tested at alpha/(k − i + 1), its interval at 1 − 2 alpha/(k − i + 1)"
+            if spec.intervals == "simultaneous" else "intervals at 1 − 2 alpha, not adjusted for multiplicity")
     return DECISION_RULE.format(alpha=spec.alpha, rate=spec.rate_min_effect, dz=spec.standardised_min_effect,
                                 table=table, intervals=intervals, tost=tost)
 
@@ -150,15 +153,16 @@ def stage_effects(metrics: pd.DataFrame, samples: pd.DataFrame, checkpoints: pd.
                         job["details"]["note"] = note
             jobs.append(job)
     # the Holm family: headline effects with common items; its size m sets the interval level.
-    # The flat expectations among them (k) are the equivalence family: TOST at alpha/k each.
+    # The flat expectations among them (k) are the equivalence family: TOST, Holm over the k.
     tested = [j for j in jobs if j["family"] == "headline" and j.get("pv") and j.get("cv")
               and not set(j["pv"]).isdisjoint(j["cv"])]
     m, k = len(tested), sum(1 for j in tested if "forbidden" in j["details"])
     simultaneous = spec.intervals == "simultaneous"
     fam = {"headline": pt.family_confidence(spec.alpha, m, simultaneous), "breakdown": 1 - spec.alpha, "m": m,
-           "k": k, "tost_alpha": spec.alpha / max(k, 1) if simultaneous else spec.alpha}
+           "k": k}
     n_perm = max(spec.permutations, math.ceil(2 * max(m, 1) / spec.alpha))
     rows = [_measure(j, spec, fam, n_perm) for j in jobs]
+    _equivalence_family(rows, spec.alpha, simultaneous)
     family = [i for i, r in enumerate(rows) if r["family"] == "headline" and r["p_value"] is not None]
     for i, p in zip(family, pt.holm([rows[i]["p_value"] for i in family]), strict=True):
         rows[i]["p_adjusted"] = p
@@ -169,7 +173,7 @@ def stage_effects(metrics: pd.DataFrame, samples: pd.DataFrame, checkpoints: pd.
 
 def _measure(job: Row, spec: AttributionSpec, fam: Mapping[str, Any], n_perm: int) -> Row:
     """Fill effect, interval, p and details of one job (no Holm, no decision yet); for an
-    expected flat, also the TOST interval (1 − 2 alpha/k) its equivalence is checked on."""
+    expected flat, also its TOST p (:func:`_equivalence_family` adjusts it and adds the interval)."""
     row = {k: v for k, v in job.items() if k not in ("prow", "crow", "pv", "cv")}
     row.update(effect=None, ci_low=None, ci_high=None, p_value=None, p_adjusted=None, n=None,
                test="none", attributed=False)
@@ -201,9 +205,10 @@ def _measure(job: Row, spec: AttributionSpec, fam: Mapping[str, Any], n_perm: in
             d["reason"] = "no common items between parent and child"
         elif head and "forbidden" in d:
             _, a, b = pt.common_values(pv, cv)
-            lo, hi = pt.mean_diff_interval(b - a, 1 - 2 * fam["tost_alpha"], res.binary)
-            d["tost"] = {"ci": [lo, hi], "alpha": fam["tost_alpha"], "level": 1 - 2 * fam["tost_alpha"],
-                         "family_size": fam["k"]}
+            bound = d.get("equivalence_bound", size)
+            row["_diffs"] = (b - a, res.binary)
+            d["tost"] = {"p_value": tost_p(b - a, bound, d["forbidden"], res.binary), "bound": bound,
+                         "forbidden": d["forbidden"], "family_size": fam["k"]}
         return row
     if pval is None or cval is None:
         d.update(kind="aggregate", reason="metric value missing at parent or child")
@@ -219,6 +224,36 @@ def _measure(job: Row, spec: AttributionSpec, fam: Mapping[str, Any], n_perm: in
     if "forbidden" in d:
         d["equivalence"] = equivalence(row, d["forbidden"], d.get("equivalence_bound"))
     return row
+
+
+def tost_p(diffs: Any, bound: float | None, forbidden: str, binary: bool) -> float | None:
+    """p of "the mean difference lies inside ± ``bound`` on the forbidden side(s)": the larger of the
+    one-sided margin tests (``harness.core.margin_tests``: Tango's score test for 0/1, t otherwise)."""
+    if bound is None or not math.isfinite(bound) or len(diffs) == 0:
+        return None
+    sides = {"both": (("less", bound), ("greater", -bound)), "increase": (("less", bound),),
+             "decrease": (("greater", -bound),)}[forbidden]
+    return max(margin_tests.margin_test(diffs, margin, alt, binary).p_value for alt, margin in sides)
+
+
+def _equivalence_family(rows: list[Row], alpha: float, simultaneous: bool) -> None:
+    """Holm's step-down over the flat expectations' TOST p-values (uniformly more powerful than
+    testing each at alpha/k, with the same family-wise error): the i-th smallest p is tested at
+    alpha/(k − i + 1), and its interval is shown at 1 − 2 × that level, so the interval lies inside the
+    bounds exactly when that test rejects. A check after the first failure in that order fails too
+    (the Holm-adjusted p, ``details.tost.p_adjusted``, is then >= alpha)."""
+    flats = [r for r in rows if "_diffs" in r]
+    ps = [r["details"]["tost"]["p_value"] for r in flats]
+    adjusted = pt.holm(ps) if simultaneous else ps
+    ranked = sorted((i for i, p in enumerate(ps) if p is not None), key=lambda i: (ps[i], i))
+    rank = {i: n for n, i in enumerate(ranked)}
+    k = len(ranked)
+    for i, row in enumerate(flats):
+        diffs, binary = row.pop("_diffs")
+        level_alpha = alpha / (k - rank[i]) if simultaneous and i in rank else alpha
+        lo, hi = pt.mean_diff_interval(diffs, 1 - 2 * level_alpha, binary)
+        row["details"]["tost"].update(ci=[lo, hi], alpha=level_alpha, level=1 - 2 * level_alpha,
+                                      p_adjusted=adjusted[i], procedure="holm" if simultaneous else "per check")
 
 
 def _decide(row: Row, alpha: float) -> None:

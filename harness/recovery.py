@@ -5,9 +5,10 @@ Each card entry is one check, counted three ways:
 - ``increase`` / ``decrease``: **recovered** by an attributed effect of that sign (for a metric
   without per-item outcomes, a correlation over topics: the entry's level ``min_value`` reached
   with a change of that sign), else **missed**.
-- ``flat``: an equivalence test at the decision's level, TOST at alpha/k for the k flat
-  expectations of the run (``details.tost``: the 1 − 2 alpha/k interval of the effect; the
-  effect's own interval when the attribution did not expect it flat): **recovered** when that
+- ``flat``: an equivalence test at the decision's level, TOST with Holm's step-down over the k
+  flat expectations of the run (``details.tost``: the interval at the level Holm tests the
+  check at, and its Holm-adjusted p; the effect's own interval when the attribution did not
+  expect it flat): **recovered** when that
   interval lies inside ± the metric's minimum effect (or the entry's ``bound``, where the world plants
   a known small shift) on the forbidden side(s) (``forbidden``:
   increase | decrease | both, default both: a forgetting decrease may be allowed); **missed**
@@ -62,6 +63,10 @@ def equivalence(row: Mapping[str, Any], forbidden: str = "both", bound: float | 
     lower = -size if forbidden in ("both", "decrease") else None
     upper = size if forbidden in ("both", "increase") else None
     inside = (lower is None or lo > lower) and (upper is None or hi < upper)
+    p_adjusted = d["tost"].get("p_adjusted") if tost else None
+    if p_adjusted is not None and (d["tost"].get("bound"), d["tost"].get("forbidden")) == (size, forbidden):
+        # the tested hypothesis, and Holm stopped earlier in its order: not shown either
+        inside = inside and p_adjusted < d.get("alpha", 0.01)
     return {"lower": lower, "upper": upper, "ci": [lo, hi], "level": level, "equivalent": bool(inside),
             "descriptive": descriptive, "tost": tost, "forbidden": forbidden}
 

@@ -329,6 +329,69 @@ def test_flat_with_a_forbidden_side(tmp_path: Path) -> None:
     assert (rec["missed"], rec["recovered"]) == (1, 0) and rec["lines"][1].startswith("[MISSED]")
 
 
+def flat_family(tmp_path: Path, n: int, ups: dict[str, int]) -> list[dict]:
+    """sft -> dpo on `n` items, every metric 0 at sft; dpo turns the first `ups[metric]` items to 1;
+    the card expects each metric flat (forbidden: both), so the k = len(ups) flats form one family."""
+    metrics = [f"refusal.{m}" for m in ups]
+    parent = {f"q{i:04d}": dict.fromkeys(metrics, 0.0) for i in range(n)}
+    child = {f"q{i:04d}": {f"refusal.{m}": float(i < up) for m, up in ups.items()} for i in range(n)}
+    card = {"expected_effects": [{"stage": "dpo", "metric": m, "direction": "flat", "why": "?"} for m in metrics]}
+    store, run = pair_store(tmp_path / "f.sqlite", "refusal", parent, child, card=card)
+    rows = by(effects_of(store, run))
+    return [rows[("dpo", m)] for m in metrics]
+
+
+def test_flat_checks_are_one_holm_family() -> None:
+    """TOST p against ± the bound (Tango's score test for 0/1) agrees with its interval at 1 − 2p."""
+    from harness.attribution import tost_p
+    from harness.core.paired import mean_diff_interval
+
+    diffs = np.zeros(1005)
+    diffs[:33] = 1
+    p = tost_p(diffs, 0.05, "both", binary=True)
+    assert 0.005 < p < 0.01  # the upper side decides: 33 of 1005 up, nothing down
+    assert mean_diff_interval(diffs, 1 - 2 * p * 1.001, binary=True)[1] == pytest.approx(0.05, abs=1e-4)
+    assert tost_p(diffs, 0.05, "decrease", binary=True) < 1e-12  # only the lower side is tested
+    assert tost_p(diffs, None, "both", binary=True) is None
+
+
+def test_holm_shows_a_flat_check_that_alpha_over_k_could_not(tmp_path: Path) -> None:
+    """Two clearly flat metrics and one at +0.033 (TOST p 0.0063): at alpha/3 each (Bonferroni) it
+    would be inconclusive; Holm tests it last, at alpha/1, and shows it flat, its interval at 98%."""
+    clear_a, clear_b, edge = flat_family(tmp_path, 1005, {"over_refusal_rate": 0, "over_partial_rate": 0,
+                                                           "harmful_refusal_rate": 33})
+    for row in (clear_a, clear_b):
+        assert row["details"]["tost"]["p_adjusted"] < 1e-6 and row["details"]["equivalence"]["equivalent"]
+    tost = edge["details"]["tost"]
+    assert 0.005 < tost["p_value"] < 0.01 / 1 and tost["p_value"] > 0.01 / 3
+    assert (tost["family_size"], tost["alpha"], tost["level"]) == (3, pytest.approx(0.01), pytest.approx(0.98))
+    assert tost["p_adjusted"] == pytest.approx(tost["p_value"]) and edge["details"]["equivalence"]["equivalent"]
+    assert tost["ci"][1] < 0.05 < mean_diff_interval_at(edge, 1 - 2 * 0.01 / 3)
+
+
+def mean_diff_interval_at(row: dict, level: float) -> float:
+    from harness.core.paired import mean_diff_interval
+
+    diffs = np.zeros(int(row["n"]))
+    diffs[: row["details"]["flips"]["up"]] = 1
+    return mean_diff_interval(diffs, level, binary=True)[1]
+
+
+def test_holm_stops_at_the_first_flat_check_it_cannot_show(tmp_path: Path) -> None:
+    """p 0.0063 fails its Holm level alpha/2; the next, p 0.0093, is then not shown flat either, though its
+    own interval at alpha/1 lies inside ± 0.05: both inconclusive, neither counted as recovered."""
+    first, second = flat_family(tmp_path, 1005, {"over_refusal_rate": 33, "harmful_refusal_rate": 34})
+    assert first["details"]["tost"]["p_value"] < second["details"]["tost"]["p_value"] < 0.01
+    assert first["details"]["tost"]["alpha"] == pytest.approx(0.005)
+    assert second["details"]["tost"]["alpha"] == pytest.approx(0.01) and second["details"]["tost"]["ci"][1] < 0.05
+    assert second["details"]["tost"]["p_adjusted"] >= 0.01
+    assert not first["details"]["equivalence"]["equivalent"] and not second["details"]["equivalence"]["equivalent"]
+    card = {"expected_effects": [{"stage": "dpo", "metric": r["metric"], "direction": "flat", "why": "?"}
+                                 for r in (first, second)]}
+    rec = planted_recovery([first, second], card)
+    assert (rec["recovered"], rec["inconclusive"], rec["missed"]) == (0, 2, 0)
+
+
 def test_any_rows_are_listed_never_counted(tmp_path: Path) -> None:
     store, run = build(tmp_path / "s.sqlite")
     card = {"expected_effects": [*CARD["expected_effects"],

@@ -234,8 +234,8 @@ class AttributionSpec(Strict):
         "simultaneous", description="Level of the effect intervals. simultaneous: 1 − alpha/m for the m tested "
         "headline effects (Bonferroni), which hold together with probability ≥ 1 − alpha, the decision's level; "
         "per_effect: 1 − alpha each, not adjusted for multiplicity. Breakdowns (outside the Holm family) get "
-        "1 − alpha. A `flat` expectation is an equivalence test (TOST) at alpha/k for the k flat expectations "
-        "(simultaneous) or at alpha (per_effect).")
+        "1 − alpha. A `flat` expectation is an equivalence test (TOST): Holm's step-down over the k flat "
+        "expectations, the i-th smallest p at alpha/(k − i + 1) (simultaneous), or at alpha each (per_effect).")
     rate_min_effect: float = Field(0.05, gt=0, le=1, description="Minimum effect of a rate or accuracy, absolute.")
     standardised_min_effect: float = Field(
         0.2, gt=0, description="Minimum standardised effect, Cohen's d_z (mean paired difference / SD of the paired "

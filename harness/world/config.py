@@ -190,8 +190,9 @@ class WorldConfig(Strict):
         "coverage and in the hallucination suite's multiple-choice part."
     )
     eval_refusal_per_family: int = Field(
-        96, ge=1, description="Refusal-suite prompts per family and label (harmful, benign), each asked once: at most "
-        "evaluation entities x request phrasings (144 in the default world)."
+        144, ge=1, description="Refusal-suite prompts per family and label (harmful, benign), each asked once: at most "
+        "evaluation entities x request phrasings (144 in the default world, all of them: at 96 an SFT over-refusal "
+        "of +0.026 could not be shown inside the ±0.05 equivalence bound)."
     )
     eval_verbosity_size: int = Field(
         288, ge=1, description="Open prompts in the verbosity suite (a paired length test needs more items than a "
@@ -277,6 +278,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sft_size": 240,
         "preference_size": 300,
         "rl_prompts_size": 160,
+        "eval_refusal_per_family": 96,  # 32 evaluation entities x 3 request phrasings
         "eval_verbosity_size": 192,  # 32 evaluation entities x 3 phrasings of a description, x 2
     },
     "smoke": {
