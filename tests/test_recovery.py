@@ -105,7 +105,7 @@ def test_default_config_recovers_every_planted_cause_on_other_world_seeds(defaul
     _assert_ppo_flagged(rec)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # fails today: PPO over-refusal +0.10 on both training seeds (issue 16; docs/calibration.md)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_null_control_attributes_no_verbosity_increase_to_ppo(default_dir: Path, seed: int) -> None:
     """Without the annotators' length bias the card expects no length gain at ppo or dpo, and PPO must
