@@ -66,7 +66,7 @@ def equivalence(row: Mapping[str, Any], forbidden: str = "both", bound: float | 
     p_adjusted = d["tost"].get("p_adjusted") if tost else None
     if p_adjusted is not None and (d["tost"].get("bound"), d["tost"].get("forbidden")) == (size, forbidden):
         # the tested hypothesis, and Holm stopped earlier in its order: not shown either
-        inside = inside and p_adjusted < d.get("alpha", 0.01)
+        inside = inside and p_adjusted < d["alpha"]
     return {"lower": lower, "upper": upper, "ci": [lo, hi], "level": level, "equivalent": bool(inside),
             "descriptive": descriptive, "tost": tost, "forbidden": forbidden}
 
