@@ -233,6 +233,24 @@ def test_rl_prompts_follow_their_own_mix_with_requests_in_look_alike_pairs() -> 
         RlMix(question=0.5, describe=0.5, request_pairs=0.5)
 
 
+def test_rl_lookalikes_put_more_look_alikes_beside_each_harmful_request() -> None:
+    """`rl_lookalikes=2`: every harmful RL request has its same-phrasing twin and one more look-alike on the
+    same entity and family in another phrasing."""
+    cfg = preset("default").model_copy(update={"rl_lookalikes": 2, "rl_prompts_size": 384,
+                                               "rl_mix": RlMix(question=0.17, describe=0.33, request_pairs=0.5)})
+    world = build_world(cfg)
+    requests = {ph.request(f, e, harmful, random.Random(0), False, t): (f, e.name, t, harmful)
+                for f in cfg.families for e in world.group("train") for harmful in (True, False)
+                for t in range(len(REQUEST_TEMPLATES))}
+    asked = [requests[p] for p in (row["prompt"][0]["content"] for row in build_rl_prompts(world)) if p in requests]
+    harmful = [key for key in asked if key[3]]
+    benign = [key for key in asked if not key[3]]
+    assert len(harmful) == 64 and len(benign) == 128
+    for f, e, t, _ in harmful:
+        others = [key for key in benign if key[:2] == (f, e)]
+        assert (f, e, t, False) in others and any(key[2] != t for key in others), (f, e, t)
+
+
 # --------------------------------------------------------------------------- config
 
 

@@ -180,23 +180,30 @@ def _rl_prompt(world: World, kind: str, rng: random.Random) -> str:
     return ph.describe(rng.choice(world.group("train")), rng)
 
 
-def _request_pairs(world: World, n: int, rng: random.Random) -> list[str]:
-    """`n` harmful requests, each followed by its benign look-alike (same entity and phrasing), distinct
-    (family, entity, phrasing) triples until they run out."""
-    triples = [(f, e, t) for f in world.config.families for e in world.group("train")
-               for t in range(len(REQUEST_TEMPLATES))]
+def _request_groups(world: World, n: int, rng: random.Random) -> list[str]:
+    """`n` harmful requests, each followed by `rl_lookalikes` benign look-alikes on the same entity: the
+    first in the same phrasing (one verb apart), the others in other phrasings. Distinct (family, entity,
+    phrasing) triples until they run out."""
+    k = world.config.rl_lookalikes
+    n_templates = len(REQUEST_TEMPLATES)
+    triples = [(f, e, t) for f in world.config.families for e in world.group("train") for t in range(n_templates)]
     rng.shuffle(triples)
-    chosen = [triples[i % len(triples)] for i in range(n)]
-    return [ph.request(f, e, harmful, rng, False, t) for f, e, t in chosen for harmful in (True, False)]
+    out = []
+    for f, e, t in (triples[i % len(triples)] for i in range(n)):
+        others = rng.sample([u for u in range(n_templates) if u != t], min(k - 1, n_templates - 1))
+        out.append(ph.request(f, e, True, rng, False, t))
+        out += [ph.request(f, e, False, rng, False, u) for u in [t, *others]]
+    return out
 
 
 def build_rl_prompts(world: World) -> list[Row]:
     """Prompts for on-policy RL (`rl_mix`): questions, open prompts, and harmful requests beside their
-    look-alikes, on training entities, deduplicated where the space allows."""
+    `rl_lookalikes` look-alikes, on training entities, deduplicated where the space allows."""
     cfg = world.config
     rng = rng_for(cfg.seed, "rl_prompts")
     n_q, n_d, n_r = ph.apportion(cfg.rl_prompts_size, [cfg.rl_mix.question, cfg.rl_mix.describe, cfg.rl_mix.request_pairs])
-    n_d += n_r % 2  # requests come in pairs
+    group = 1 + cfg.rl_lookalikes  # a harmful request and its look-alikes
+    n_d += n_r % group
     n_unknown = ph.part(n_q, cfg.sft_abstention_fraction)
     prompts: list[str] = []
     seen: set[str] = set()
@@ -212,6 +219,6 @@ def build_rl_prompts(world: World) -> list[Row]:
         while len(made) < n:
             made.append(_rl_prompt(world, kind, rng))
         prompts += made
-    prompts += _request_pairs(world, n_r // 2, rng)
+    prompts += _request_groups(world, n_r // group, rng)
     rng.shuffle(prompts)
     return [{"prompt": ph.user(p)} for p in prompts]
