@@ -41,7 +41,8 @@ def main() -> None:
         start = time.perf_counter()
         texts = [c.text for c in backend.generate(prompts, sampling)]
         seconds = time.perf_counter() - start
-        base_s, base_texts = (seconds, texts) if base_s is None else (base_s, base_texts)
+        if base_s is None:
+            base_s, base_texts = seconds, texts
         differ = sum(a != b for a, b in zip(texts, base_texts, strict=True))
         print(f"batch {size:4d}: {seconds:6.1f} s  {len(prompts) / seconds:6.1f} items/s  "
               f"x{base_s / seconds:.2f} vs {args.sizes[0]}  answers differing from batch {args.sizes[0]}: {differ}")

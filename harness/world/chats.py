@@ -190,7 +190,7 @@ def _request_groups(world: World, n: int, rng: random.Random) -> list[str]:
     rng.shuffle(triples)
     out = []
     for f, e, t in (triples[i % len(triples)] for i in range(n)):
-        others = rng.sample([u for u in range(n_templates) if u != t], min(k - 1, n_templates - 1))
+        others = rng.sample([u for u in range(n_templates) if u != t], k - 1)
         out.append(ph.request(f, e, True, rng, False, t))
         out += [ph.request(f, e, False, rng, False, u) for u in [t, *others]]
     return out

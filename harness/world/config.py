@@ -175,8 +175,9 @@ class WorldConfig(Strict):
         default_factory=RlMix, description="What the RL prompts are: fewer questions than SFT's mix, harmful "
         "requests only beside their look-alikes, and open prompts where the reward model's length bias shows.")
     rl_lookalikes: int = Field(
-        1, ge=1, le=6, description="Benign look-alikes beside each harmful RL request (`rl_mix.request_pairs`), on "
-        "the same entity: the first in the same phrasing, the others in other phrasings. Each one is a prompt where "
+        1, ge=1, le=len(REQUEST_TEMPLATES), description="Benign look-alikes beside each harmful RL request "
+        "(`rl_mix.request_pairs`), on the same entity: the first in the same phrasing, the others in other phrasings "
+        f"(at most {len(REQUEST_TEMPLATES)}, one per phrasing). Each one is a prompt where "
         "a refusal learned on the harmful twin costs reward, pulling refusal back from look-alikes.")
     families: list[str] = Field(
         default_factory=lambda: list(FAMILIES_BY_NAME),
