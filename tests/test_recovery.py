@@ -94,7 +94,8 @@ def test_default_world_recovers_every_planted_cause(default_dir: Path) -> None:
     _assert_ppo_flagged(rec)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # trained with 2 torch threads, each seed reads 18/19 today, nothing missed: seed 1 DPO abstention
+# +0.0495 [+0.0125, +0.0907] and seed 2 PPO over-refusal +0.042 [+0.029, +0.061] inconclusive (issue 16)
 @pytest.mark.parametrize("seed", [1, 2])
 def test_default_config_recovers_every_planted_cause_on_other_world_seeds(default_dir: Path, seed: int) -> None:
     """The planted causes are a property of the config, not of the seed it was calibrated on
@@ -105,13 +106,14 @@ def test_default_config_recovers_every_planted_cause_on_other_world_seeds(defaul
     _assert_ppo_flagged(rec)
 
 
-@pytest.mark.slow  # fails today: PPO over-refusal +0.10 on both training seeds (issue 16; docs/calibration.md)
+@pytest.mark.slow  # PPO over-refusal is bistable here: one checkpoint key gave +0.103 trained with 1 torch
+# thread and +0.009 with 2 (training seed 0); seed 1 with 2 threads: +0.057, missed (issue 16, docs/calibration.md)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_null_control_attributes_no_verbosity_increase_to_ppo(default_dir: Path, seed: int) -> None:
-    """Without the annotators' length bias the card expects no length gain at ppo or dpo, and PPO must
-    not be flagged for reward hacking. No planted effect may be missed and no flat check contradicted;
-    a flat check the default suites cannot show flat here (DPO's length on training seed 0:
-    [-3.04, +4.01] against < +3.43) is printed as inconclusive, as the report counts it."""
+    """Without the annotators' length bias the card expects no length gain at ppo and PPO must not be
+    flagged for reward hacking; at dpo it claims no length direction (complete descriptions still
+    outweigh partial ones in the preferences, so DPO may lengthen answers by content). No planted
+    effect may be missed and no flat check contradicted."""
     rec = _run("default", default_dir, "world.annotator_length_bias=0", f"seed={seed}")
     _assert_all_recovered(rec)
     line = _line(rec, "ppo", "verbosity.mean_tokens")

@@ -26,7 +26,7 @@ from harness.world import (
 from harness.world import phrasing as ph
 from harness.world.catalog import TOPICS
 from harness.world.chats import build_rl_prompts
-from harness.world.config import RlMix
+from harness.world.config import PreferenceMix, RlMix
 from harness.world.difficulty import BALANCED, imbalance, value_owners
 from harness.world.entities import build_world
 from harness.world.requests import DESCRIBE_TEMPLATES, REQUEST_TEMPLATES
@@ -327,7 +327,12 @@ def test_expected_effects_follow_the_knobs() -> None:
     assert base[("ppo", "verbosity.mean_tokens")] == base[("dpo", "verbosity.mean_tokens")] == "increase"
 
     no_bias = effects_of(WorldConfig(annotator_length_bias=0))
-    assert no_bias[("ppo", "verbosity.mean_tokens")] == no_bias[("dpo", "verbosity.mean_tokens")] == "flat"
+    assert no_bias[("ppo", "verbosity.mean_tokens")] == "flat"
+    # without the bias, complete-over-partial descriptions still make DPO's chosen answers longer: no claim
+    assert no_bias[("dpo", "verbosity.mean_tokens")] == "any"
+    no_content_length = effects_of(WorldConfig(annotator_length_bias=0, preference_mix=PreferenceMix(
+        refuse_harmful=0.2, help_benign=0.3, correct_over_wrong=0.0, equal_content=0.5)))
+    assert no_content_length[("dpo", "verbosity.mean_tokens")] == "flat"
 
     moved = effects_of(WorldConfig(sft_refusal_fraction=0.9))
     assert moved[("sft", "refusal.harmful_refusal_rate")] == "increase"
@@ -361,6 +366,11 @@ def test_counterfactual_worlds_change_only_the_planted_cause(smoke: Path, tmp_pa
     assert [r["prompt"] for r in nobias] == [r["prompt"] for r in base]
     assert not any(r["length_flipped"] for r in nobias) and any(r["length_flipped"] for r in base)
     assert load_card(tmp_path / "nobias")["files"]["pretrain.jsonl"] == load_card(smoke)["files"]["pretrain.jsonl"]
+    # what the card's "any" at dpo rests on: without the bias, complete descriptions still outweigh partial ones
+    def words(r: dict, side: str) -> int:
+        return len(r[side][-1]["content"].split())
+    content = [words(r, "chosen") - words(r, "rejected") for r in nobias if r["rule"] == "correct_over_wrong"]
+    assert sum(content) / len(content) > 3
 
     generate(preset("smoke").model_copy(update={"sft_refusal_fraction": 0.9}), tmp_path / "refuse")
     kinds = [r["kind"] for r in read_jsonl(tmp_path / "refuse" / WORLD_FILES["sft"])]

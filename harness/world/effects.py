@@ -1,7 +1,8 @@
 """The expected-effects table: which stage must move which metric, and in which direction.
 
 Derived from the knobs, so a counterfactual world states its own expectations: with
-`annotator_length_bias=0` verbosity stays flat at ppo/dpo; with `sft_refusal_fraction=0.9`
+`annotator_length_bias=0` verbosity stays flat at ppo (dpo: no direction, since complete descriptions
+still beat partial ones); with `sft_refusal_fraction=0.9`
 the refusal increase moves to sft. Behaviour metrics (refusal, abstention, verbosity) are
 measured on chat checkpoints only, so they have no pretrain row. Where a knob sits between
 "clearly planted" and "clearly absent" the table makes no claim rather than a wrong one.
@@ -120,7 +121,14 @@ def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
     b = cfg.annotator_length_bias
     pads_pairs = cfg.preference_mix.equal_content > 0 or cfg.preference_elaboration_fraction > 0
     for stage in ("ppo", "dpo"):
-        if b == 0 or not pads_pairs:
+        if stage == "dpo" and b == 0 and cfg.preference_mix.correct_over_wrong > 0:
+            # the content rule alone makes chosen answers longer (complete descriptions over partial
+            # ones: +8.9 words per pair in the default world), and DPO (loss and NLL on chosen) reads
+            # that as it reads padding; measured +1.5 to +5.3 tokens on three chains (docs/calibration.md)
+            out.append(_effect(stage, "verbosity.mean_tokens", "any",
+                               "annotators have no length bias, but complete descriptions are preferred over "
+                               "partial ones, so DPO may lengthen answers by content; no direction is planted"))
+        elif b == 0 or not pads_pairs:
             out.append(_effect(stage, "verbosity.mean_tokens", "flat",
                                "annotators have no length bias" if b == 0 else "no pair differs in padding",
                                forbidden="increase"))  # KL and EOS penalties may shorten answers
