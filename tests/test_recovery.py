@@ -106,8 +106,8 @@ def test_default_config_recovers_every_planted_cause_on_other_world_seeds(defaul
     _assert_ppo_flagged(rec)
 
 
-@pytest.mark.slow  # PPO over-refusal is bistable here: one checkpoint key gave +0.103 trained with 1 torch
-# thread and +0.009 with 2 (training seed 0); seed 1 with 2 threads: +0.057, missed (issue 16, docs/calibration.md)
+@pytest.mark.slow  # PPO over-refusal varies run to run: +0.009 to +0.103 over four PPO runs on one reward model
+# (training seed 0); seed 1 with 2 threads: +0.057, missed (issue 16, docs/calibration.md)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_null_control_attributes_no_verbosity_increase_to_ppo(default_dir: Path, seed: int) -> None:
     """Without the annotators' length bias the card expects no length gain at ppo and PPO must not be
