@@ -14,12 +14,12 @@ changes the floating-point sums a little, so a rare greedy tie may break the oth
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from harness.backends.base import Prompt, Sampling
 from harness.backends.hf import HFBackend
+from training.data import load_rows
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256])
     args = ap.parse_args()
-    rows = [json.loads(line) for line in args.items.read_text().splitlines() if line.strip()][: args.n]
+    rows = load_rows(args.items, {"prompt": str})[: args.n]
     prompts = [Prompt(messages=({"role": "user", "content": row["prompt"]},)) for row in rows]
     sampling = Sampling(max_new_tokens=64, temperature=0.0)
     base_s, base_texts = None, None

@@ -30,6 +30,7 @@ from harness.world.config import PreferenceMix, RlMix
 from harness.world.difficulty import BALANCED, imbalance, value_owners
 from harness.world.entities import build_world
 from harness.world.requests import DESCRIBE_TEMPLATES, REQUEST_TEMPLATES
+from suites.verbosity import words
 
 JSONL = {name: rel for name, rel in WORLD_FILES.items() if rel.endswith(".jsonl")}
 TRAINING = ("pretrain", "sft", "preferences", "rl_prompts")
@@ -367,9 +368,8 @@ def test_counterfactual_worlds_change_only_the_planted_cause(smoke: Path, tmp_pa
     assert not any(r["length_flipped"] for r in nobias) and any(r["length_flipped"] for r in base)
     assert load_card(tmp_path / "nobias")["files"]["pretrain.jsonl"] == load_card(smoke)["files"]["pretrain.jsonl"]
     # what the card's "any" at dpo rests on: without the bias, complete descriptions still outweigh partial ones
-    def words(r: dict, side: str) -> int:
-        return len(r[side][-1]["content"].split())
-    content = [words(r, "chosen") - words(r, "rejected") for r in nobias if r["rule"] == "correct_over_wrong"]
+    content = [words(r["chosen"][-1]["content"]) - words(r["rejected"][-1]["content"])
+               for r in nobias if r["rule"] == "correct_over_wrong"]
     assert sum(content) / len(content) > 3
 
     generate(preset("smoke").model_copy(update={"sft_refusal_fraction": 0.9}), tmp_path / "refuse")
