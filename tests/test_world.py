@@ -334,6 +334,10 @@ def test_expected_effects_follow_the_knobs() -> None:
     no_content_length = effects_of(WorldConfig(annotator_length_bias=0, preference_mix=PreferenceMix(
         refuse_harmful=0.2, help_benign=0.3, correct_over_wrong=0.0, equal_content=0.5)))
     assert no_content_length[("dpo", "verbosity.mean_tokens")] == "flat"
+    # rejected wrong facts may push made-up answers towards SFT's abstention, chosen answers erode it: no claim;
+    # without wrong-fact pairs only the erosion is left, and abstention may not rise
+    assert base[("dpo", "hallucination.abstention_rate")] == "any"
+    assert no_content_length[("dpo", "hallucination.abstention_rate")] == "flat"
 
     moved = effects_of(WorldConfig(sft_refusal_fraction=0.9))
     assert moved[("sft", "refusal.harmful_refusal_rate")] == "increase"

@@ -18,7 +18,7 @@ from harness.world.pretrain import TopicStats
 SCHEMA_VERSION = 1
 # Bump when the generator changes what it writes (data or the expected-effects table): runs then
 # regenerate their cached worlds instead of reusing a stale card.
-GENERATOR_VERSION = "16"  # same data as 14; the null card claims no DPO length direction (15: a reverted try)
+GENERATOR_VERSION = "18"  # same data as 14; DPO abstention: no direction (15, 17: reverted tries)
 CARD_FILE = "world_card.json"
 
 WORLD_FILES: dict[str, str] = {

@@ -74,6 +74,14 @@ def expected_effects(cfg: WorldConfig) -> list[dict[str, Any]]:
             out.append(_effect(stage, "hallucination.abstention_rate", "any",
                                "no preference pair is about abstention: the reward model's view of one is "
                                "an extrapolation, in either direction"))
+        elif stage == "dpo" and sft_abstains and cfg.preference_mix.correct_over_wrong > 0:
+            # two pressures, no direction planted: chosen answers always answer (erosion: -0.87 to -0.02 on
+            # world seeds 0 and 2), while wrong facts are rejected, and on an unknown entity the alternative
+            # SFT taught to a made-up fact is "I don't know" (world seed 1: +0.02 to +0.05 on four chains;
+            # at +0.0495, 29 made-up answers turned into SFT's abstention and 10 the other way)
+            out.append(_effect(stage, "hallucination.abstention_rate", "any",
+                               "no preference pair is about abstention: the always-answering chosen answers "
+                               "erode SFT's, while rejected wrong facts may push made-up answers towards it"))
         elif stage == "dpo" and sft_abstains:
             # DPO trains directly on chosen answers that always answer the question: nothing can raise
             # abstention, but that pressure erodes what SFT planted (measured: -0.28 at 6 epochs or
