@@ -66,7 +66,8 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "" --durations=15
 
 # The product's main job on the embedded default: world -> pretrain -> sft -> reward -> ppo, dpo,
-# every checkpoint evaluated, attribution stored, summary printed (916-1028 s on 2 cores, 2 threads; benchmarks/demo_time.py).
+# every checkpoint evaluated, attribution stored, summary printed (500 s on 2 AMD EPYC cores, 916-1028 s on an older host;
+# 2 threads; benchmarks/demo_time.py).
 demo: $(STAMP)
 	$(BIN)/harness run default
 	$(BIN)/harness report --store runs/default

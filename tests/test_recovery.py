@@ -94,8 +94,9 @@ def test_default_world_recovers_every_planted_cause(default_dir: Path) -> None:
     _assert_ppo_flagged(rec)
 
 
-@pytest.mark.slow  # 2 torch threads, generator 18, PPO kl 0.1: 18/18 on seeds 1 and 2 (PPO +5.02 and +4.86 tokens,
-# flagged); at kl 0.05 seed 2's PPO over-refusal was +0.042, inconclusive (docs/calibration.md)
+@pytest.mark.slow  # 2 torch threads, PPO kl 0.1, 96-token rollouts, on an AMD EPYC host: seed 1 18/18 (PPO +16.35
+# tokens, flagged); seed 2 FAILS there: PPO never learns to refuse (0.042 -> 0.000), and with 64-token rollouts it
+# over-refuses look-alikes (+0.067) instead (docs/calibration.md; open)
 @pytest.mark.parametrize("seed", [1, 2])
 def test_default_config_recovers_every_planted_cause_on_other_world_seeds(default_dir: Path, seed: int) -> None:
     """The planted causes are a property of the config, not of the seed it was calibrated on
@@ -107,7 +108,8 @@ def test_default_config_recovers_every_planted_cause_on_other_world_seeds(defaul
 
 
 @pytest.mark.slow  # PPO over-refusal varies run to run (+0.009 to +0.103 over four kl-0.05 PPO runs on one reward
-# model); kl 0.1, 2 threads: +0.027 (seed 0, recovered), +0.039 (seed 1, inconclusive; not missed) (docs/calibration.md)
+# model); kl 0.1, 2 threads: +0.027 (seed 0, recovered), +0.039 (seed 1, inconclusive; not missed); with 96-token
+# rollouts on an AMD EPYC host +0.041 (seed 0, inconclusive) and +0.010 (seed 1, 17/17) (docs/calibration.md)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_null_control_attributes_no_verbosity_increase_to_ppo(default_dir: Path, seed: int) -> None:
     """Without the annotators' length bias the card expects no length gain at ppo and PPO must not be
